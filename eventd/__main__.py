@@ -1,0 +1,3 @@
+from eventd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,220 @@
+"""The `eventd` command: parses arguments, calls the library, maps outcomes to exit codes.
+
+Every failure is one readable line on stderr and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from eventd import __version__
+from eventd.client import DEFAULT_URL, DaemonUnreachable, call
+
+EXIT_OK = 0
+#: a function error, an unreachable daemon, or a refused request
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+#: EX_CONFIG from sysexits.h; the systemd unit lists it in RestartPreventExitStatus
+EXIT_CONFIG = 78
+
+#: The config `eventd run` uses when given none: one `hello` function shipped inside the package.
+EMBEDDED_CONFIG = Path(__file__).parent / "examples" / "eventd.yaml"
+
+
+class CliError(Exception):
+    """A failure to report as one line, with its exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except CliError as exc:
+        print(f"eventd: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eventd", description="A self-hosted, Lambda-style event router.")
+    parser.add_argument("--version", action="version", version=f"eventd {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the daemon")
+    run.add_argument("-c", "--config", help="config file (default: $EVENTD_CONFIG, else the embedded example)")
+    run.set_defaults(handler=cmd_run)
+
+    check = commands.add_parser("check", help="validate a config file; exit 0 or 78 with every problem")
+    check.add_argument("file")
+    check.set_defaults(handler=cmd_check)
+
+    schema = commands.add_parser("schema", help="print the config's JSON Schema")
+    schema.set_defaults(handler=cmd_schema)
+
+    invoke = commands.add_parser("invoke", help="invoke a function on the running daemon and print the result")
+    invoke.add_argument("name")
+    payload = invoke.add_mutually_exclusive_group()
+    payload.add_argument("--payload", help="JSON event (default {})")
+    payload.add_argument("--payload-file", help="file holding the JSON event ('-' for stdin)")
+    invoke.add_argument("--log", action="store_true", help="also print the invocation's log tail on stderr")
+    _daemon_options(invoke)
+    invoke.set_defaults(handler=cmd_invoke)
+
+    status = commands.add_parser("status", help="functions, processes and concurrency of the running daemon")
+    status.add_argument("--json", action="store_true", help="print the raw JSON")
+    _daemon_options(status)
+    status.set_defaults(handler=cmd_status)
+    return parser
+
+
+def _daemon_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", help="find the daemon through this config's `listen`")
+    parser.add_argument("--url", help=f"the daemon's URL (default: $EVENTD_URL, else {DEFAULT_URL})")
+
+
+def daemon_url(args: argparse.Namespace) -> str:
+    if args.url:
+        return str(args.url)
+    if args.config:
+        config = _load(args.config)
+        host, _, port = config.listen.rpartition(":")
+        host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]"}.get(host, host)
+        return f"http://{host}:{port}"
+    return os.environ.get("EVENTD_URL") or DEFAULT_URL
+
+
+def _load(path: str | Path) -> Any:
+    from eventd.config import ConfigError, load
+
+    try:
+        return load(path)
+    except ConfigError as exc:
+        raise CliError(f"{path} is not a valid config:\n{exc}", EXIT_CONFIG) from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from eventd import daemon
+
+    path = args.config or os.environ.get("EVENTD_CONFIG")
+    if path:
+        config = _load(path)
+        name = str(path)
+    else:
+        config = _load(EMBEDDED_CONFIG)
+        # the package folder may be read-only: keep state where systemd or the user's XDG dirs say
+        state = os.environ.get("STATE_DIRECTORY") or os.path.join(
+            os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "eventd"
+        )
+        config = config.model_copy(update={"state_dir": Path(state)})
+        name = "embedded example"
+    return daemon.run(config, name)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _load(args.file)
+    print(f"{args.file}: ok ({len(config.functions)} functions)")
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from eventd.config import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return EXIT_OK
+
+
+def cmd_invoke(args: argparse.Namespace) -> int:
+    payload = _read_payload(args)
+    headers = {"Content-Type": "application/json"}
+    if args.log:
+        headers["X-Amz-Log-Type"] = "Tail"
+    reply = _call(args, "POST", f"/2015-03-31/functions/{quote(args.name, safe='')}/invocations", payload, headers)
+    if reply.status >= 400:
+        raise CliError(_api_error(reply))
+    if args.log and "X-Amz-Log-Result" in reply.headers:
+        import base64
+
+        sys.stderr.write(base64.b64decode(reply.headers["X-Amz-Log-Result"]).decode(errors="replace"))
+    body = reply.body.decode(errors="replace")
+    if "X-Amz-Function-Error" in reply.headers:
+        try:
+            error = json.loads(body)
+            print(f"eventd: {args.name} failed: {error.get('errorType')}: {error.get('errorMessage')}",
+                  file=sys.stderr)
+        except (ValueError, AttributeError):
+            print(f"eventd: {args.name} failed: {body}", file=sys.stderr)
+        print(body)
+        return EXIT_FAILURE
+    print(body)
+    return EXIT_OK
+
+
+def _read_payload(args: argparse.Namespace) -> bytes:
+    if args.payload_file:
+        try:
+            data = sys.stdin.buffer.read() if args.payload_file == "-" else Path(args.payload_file).read_bytes()
+        except OSError as exc:
+            raise CliError(f"cannot read {args.payload_file}: {exc.strerror}", EXIT_USAGE) from None
+    else:
+        data = (args.payload if args.payload is not None else "{}").encode()
+    try:
+        json.loads(data or b"{}")
+    except ValueError as exc:
+        raise CliError(f"the payload is not JSON: {exc}", EXIT_USAGE) from None
+    return data
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    reply = _call(args, "GET", "/admin/status")
+    if reply.status != 200:
+        raise CliError(_api_error(reply))
+    status = reply.json()
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return EXIT_OK
+    print(f"eventd {status['version']}  up {status['uptime_seconds']:.0f}s  "
+          f"concurrency {status['concurrency_in_use']}/{status['max_concurrency']}")
+    rows = [("FUNCTION", "HANDLER", "IDLE", "BUSY", "STARTING", "IN USE", "CAP", "WARM")]
+    for fn in status["functions"]:
+        p = fn["processes"]
+        cap = f"{fn['concurrency_limit']}" + ("" if fn["reserved"] is not None else " (shared)")
+        rows.append((fn["name"], fn["handler"], str(p["idle"]), str(p["busy"]), str(p["starting"]),
+                     str(fn["concurrency_in_use"]), cap, str(fn["warm"])))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    for fn in status["functions"]:
+        if fn.get("last_init_error"):
+            error = fn["last_init_error"]
+            print(f"! {fn['name']}: init failed: {error.get('errorType')}: {error.get('errorMessage')}")
+    return EXIT_OK
+
+
+def _call(args: argparse.Namespace, method: str, path: str, body: bytes | None = None,
+          headers: dict[str, str] | None = None) -> Any:
+    try:
+        return call(daemon_url(args), method, path, body, headers)
+    except DaemonUnreachable as exc:
+        raise CliError(f"{exc} (is it running? start it with `eventd run`)") from None
+
+
+def _api_error(reply: Any) -> str:
+    code = reply.headers.get("x-amzn-ErrorType") or reply.headers.get("X-Amzn-Errortype") or f"HTTP {reply.status}"
+    try:
+        body = json.loads(reply.body)
+        message = body.get("message") or body.get("Message") or reply.body.decode()
+    except (ValueError, AttributeError):
+        message = reply.body.decode(errors="replace")
+    return f"{code}: {message}"

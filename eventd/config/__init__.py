@@ -1,0 +1,196 @@
+"""Load and validate eventd.yaml. `load(path)` is the only entry point other modules use.
+
+Every problem in a file is reported at once, one line each: `file:line: key.path: expected ..., found ...`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from eventd.config.loader import LoadedYaml, dotted, load_yaml
+from eventd.config.model import Config, FunctionSpec, json_schema
+from eventd.errors import ConfigError, ConfigProblem
+
+__all__ = ["Config", "ConfigError", "FunctionSpec", "json_schema", "load", "load_text"]
+
+
+def load(path: str | Path) -> Config:
+    """Read, validate and resolve the config at `path`. Raises ConfigError listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([ConfigProblem(str(path), None, "", f"cannot read the file: {exc.strerror}")]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([ConfigProblem(str(path), None, "", "the file is not UTF-8 text")]) from None
+    return load_text(text, file=str(path), base_dir=path.resolve().parent)
+
+
+def load_text(text: str, *, file: str, base_dir: Path) -> Config:
+    """Validate YAML `text` as if read from `file`; relative paths resolve against `base_dir`."""
+    loaded = load_yaml(text, file)
+    problems = list(loaded.problems)
+    if problems and loaded.data is None:
+        raise ConfigError(problems)
+    data = {} if loaded.data is None else loaded.data
+    if not isinstance(data, dict):
+        raise ConfigError([ConfigProblem(file, 1, "", "expected a mapping of keys at the top of the file")])
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_translate(error, loaded, file) for error in exc.errors())
+        raise ConfigError(_sorted(problems)) from None
+    config = _resolve_paths(config, base_dir)
+    problems.extend(_cross_check(config, loaded, file))
+    if problems:
+        raise ConfigError(_sorted(problems))
+    return config
+
+
+def _sorted(problems: list[ConfigProblem]) -> list[ConfigProblem]:
+    return sorted(problems, key=lambda p: (p.line or 0, p.path))
+
+
+def _resolve_paths(config: Config, base_dir: Path) -> Config:
+    functions = {
+        name: spec.model_copy(update={"code": (base_dir / spec.code).resolve()}) if spec.code else spec
+        for name, spec in config.functions.items()
+    }
+    return config.model_copy(update={"state_dir": (base_dir / config.state_dir).resolve(), "functions": functions})
+
+
+def _cross_check(config: Config, loaded: LoadedYaml, file: str) -> list[ConfigProblem]:
+    """Checks that span several keys, each pinned to the key an operator would edit."""
+    problems: list[ConfigProblem] = []
+
+    def problem(path: tuple[str | int, ...], message: str) -> None:
+        problems.append(ConfigProblem(file, loaded.line_of(path, key=True), dotted(path), message))
+
+    reserved = 0
+    for name, spec in config.functions.items():
+        if spec.code is not None and not spec.code.is_dir():
+            problem(("functions", name, "code"), f"expected an existing folder, found no folder at {spec.code}")
+        if spec.concurrency is not None:
+            reserved += spec.concurrency
+            if spec.warm > spec.concurrency:
+                problem(
+                    ("functions", name, "warm"),
+                    f"expected at most concurrency ({spec.concurrency}) warm processes, found {spec.warm}",
+                )
+    if reserved > config.max_concurrency:
+        problem(
+            ("max_concurrency",),
+            f"expected at least the {reserved} concurrency that functions reserve in all, "
+            f"found {config.max_concurrency}",
+        )
+    else:
+        unreserved = config.unreserved_concurrency()
+        for name, spec in config.functions.items():
+            if spec.concurrency is None and spec.warm > unreserved:
+                problem(
+                    ("functions", name, "warm"),
+                    f"expected at most the unreserved concurrency ({unreserved}), found {spec.warm}",
+                )
+    return problems
+
+
+_EXPECTED = {
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "dict_type": "a mapping of keys",
+    "model_type": "a mapping of keys",
+    "model_attributes_type": "a mapping of keys",
+    "list_type": "a list",
+    "path_type": "a path",
+}
+
+
+def _translate(error: Any, loaded: LoadedYaml, file: str) -> ConfigProblem:
+    loc: tuple[str | int, ...] = tuple(error["loc"])
+    kind = error["type"]
+    found = _describe(error.get("input"))
+    if loc and loc[-1] == "[key]":
+        # a bad mapping key: pydantic appends a marker; the operator edits the key itself
+        loc = loc[:-1]
+        return ConfigProblem(file, loaded.line_of(loc, key=True), dotted(loc), _message(error, kind, loc, found))
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        hint = _did_you_mean(key, loc[:-1])
+        return ConfigProblem(file, loaded.line_of(loc, key=True), dotted(loc), f"unknown key{hint}")
+    if kind == "missing":
+        return ConfigProblem(file, loaded.line_of(loc[:-1], key=True), dotted(loc), "required key is missing")
+    return ConfigProblem(file, loaded.line_of(loc), dotted(loc), _message(error, kind, loc, found))
+
+
+def _message(error: Any, kind: str, loc: tuple[str | int, ...], found: str) -> str:
+    if kind in _EXPECTED:
+        message = f"expected {_EXPECTED[kind]}, found {found}"
+    elif kind == "value_error":
+        message = str(error["msg"]).removeprefix("Value error, ")
+        message = f"{message}, found {found}" if message.startswith("expected") else message
+    elif kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        bound = next(iter(error["ctx"].values()))
+        relation = {"greater_than_equal": ">=", "less_than_equal": "<=", "greater_than": ">", "less_than": "<"}
+        message = f"expected a number {relation[kind]} {bound}, found {found}"
+    elif kind == "string_pattern_mismatch" and loc == ("log_level",):
+        message = f"expected one of debug, info, warning, error; found {found}"
+    else:
+        msg = str(error["msg"])
+        message = f"{msg[0].lower()}{msg[1:]}; found {found}"
+    return message
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _did_you_mean(key: str, parent: tuple[str | int, ...]) -> str:
+    allowed = _allowed_keys(parent)
+    matches = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    if matches:
+        return f"; did you mean {matches[0]!r}?"
+    return f"; expected one of: {', '.join(sorted(allowed))}" if allowed else ""
+
+
+def _allowed_keys(parent: tuple[str | int, ...]) -> list[str]:
+    """Keys the schema allows at `parent`, found by walking the JSON Schema along the path."""
+    schema = json_schema()
+    defs = schema.get("$defs", {})
+    node: dict[str, Any] = schema
+    for part in parent:
+        node = _deref(node, defs)
+        if isinstance(part, str) and part in node.get("properties", {}):
+            node = node["properties"][part]
+        elif isinstance(node.get("additionalProperties"), dict):
+            node = node["additionalProperties"]
+        elif "items" in node:
+            node = node["items"]
+        else:
+            return []
+    return list(_deref(node, defs).get("properties", {}))
+
+
+def _deref(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        node = defs[node["$ref"].rsplit("/", 1)[-1]]
+    for alternative in node.get("anyOf", []):
+        if "$ref" in alternative or "properties" in alternative:
+            return _deref(alternative, defs)
+    return node

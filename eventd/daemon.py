@@ -1,0 +1,117 @@
+"""Start order, signals, readiness and the graceful drain of a running eventd.
+
+Start: state dir -> logging -> API listener (health answers from here on) -> warm pools -> READY=1.
+Stop (SIGTERM/SIGINT): STOPPING=1 -> stop listening -> in-flight invocations finish (up to
+`drain_timeout`) -> handler processes stopped. A second signal skips the wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+
+from aiohttp import web
+
+from eventd.api import build_app, ready_key
+from eventd.config.model import Config, parse_listen
+from eventd.invoke import Invoker
+from eventd.logs import DaemonLogging
+from eventd.metrics import Metrics
+from eventd.systemd import notify, watchdog, watchdog_interval
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+#: the listener could not be bound, or another start-up step failed (uvicorn's STARTUP_FAILURE)
+EXIT_STARTUP = 3
+
+
+class Daemon:
+    def __init__(self, config: Config, config_name: str) -> None:
+        self.config = config
+        self.config_name = config_name
+        self._stop = asyncio.Event()
+        self._force = asyncio.Event()
+
+    def request_stop(self) -> None:
+        if self._stop.is_set():
+            self._force.set()
+        self._stop.set()
+
+    async def run(self) -> int:
+        config = self.config
+        try:
+            config.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            log.error("Cannot create state_dir %s: %s.", config.state_dir, exc.strerror)
+            return EXIT_STARTUP
+        with DaemonLogging(config.log_level, config.state_dir / "logs") as logs:
+            return await self._run(logs)
+
+    async def _run(self, logs: DaemonLogging) -> int:
+        config = self.config
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self._handle_hup)
+        metrics = Metrics()
+        invoker = Invoker(config, metrics, logs)
+        app = build_app(invoker, metrics)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=config.drain_timeout)
+        await runner.setup()
+        host, port = parse_listen(config.listen)
+        try:
+            await web.TCPSite(runner, host, port, reuse_address=True).start()
+        except OSError as exc:
+            log.error("Cannot listen on %s: %s.", config.listen, exc.strerror or exc)
+            await runner.cleanup()
+            return EXIT_STARTUP
+        app[ready_key]["listening"] = True
+        log.info("Listening on http://%s (config %s, %d functions).", config.listen, self.config_name,
+                 len(config.functions))
+        started = time.perf_counter()
+        await invoker.start()
+        warm = sum(spec.warm for spec in config.functions.values())
+        log.info("Ready: %d warm processes started in %.0f ms.", warm, (time.perf_counter() - started) * 1000)
+        notify("READY=1", f"STATUS=Serving {len(config.functions)} functions on {config.listen}")
+        pinger = None
+        interval = watchdog_interval()
+        if interval:
+            pinger = asyncio.create_task(watchdog(interval))
+        await self._stop.wait()
+
+        notify("STOPPING=1", "STATUS=Draining")
+        app[ready_key]["draining"] = True
+        in_flight = invoker.dispatcher.total_in_use
+        log.info("Stopping: waiting up to %.0f s for %d in-flight invocations.", config.drain_timeout, in_flight)
+        drain = asyncio.create_task(runner.cleanup())
+        forced = asyncio.create_task(self._force.wait())
+        await asyncio.wait({drain, forced}, return_when=asyncio.FIRST_COMPLETED)
+        if not drain.done():
+            log.warning("Second stop signal: not waiting for %d invocations.", invoker.dispatcher.total_in_use)
+            drain.cancel()
+        forced.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await drain
+        if pinger:
+            pinger.cancel()
+        await invoker.stop()
+        log.info("Stopped.")
+        return EXIT_OK
+
+    def _handle_hup(self) -> None:
+        log.warning("SIGHUP: configuration reload is not supported yet; restart eventd to apply changes.")
+
+
+def run(config: Config, config_name: str) -> int:
+    """Run the daemon on uvloop until it is stopped; returns the process exit code."""
+    import uvloop
+
+    return uvloop.run(_main(config, config_name))
+
+
+async def _main(config: Config, config_name: str) -> int:
+    return await Daemon(config, config_name).run()

@@ -1,0 +1,191 @@
+"""The loop inside a handler process (`python -m eventd.runtimes.bootstrap`), like awslambdaric's.
+
+Init once (apply the memory limit, import the user's module), say `ready`, then run one invocation
+at a time until told to stop or the socket closes. Imports only the standard library and msgpack,
+so a cold start costs one interpreter start plus the user's own imports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import io
+import json
+import os
+import resource
+import socket
+import sys
+import time
+import traceback
+from importlib import import_module
+from typing import Any
+
+import msgpack
+
+from eventd.runtimes.context import LambdaContext
+from eventd.runtimes.protocol import IPC_FD_ENV, MAX_RESPONSE_BYTES, MEMORY_ENV
+
+_THIS_FILE = __file__
+#: Bytes of handler output buffered before a log frame is sent even without a newline.
+_LOG_CHUNK = 4096
+
+
+class Channel:
+    """Blocking msgpack messaging over the inherited socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._unpacker = msgpack.Unpacker(raw=False)
+        self._packer = msgpack.Packer()
+
+    def send(self, message: dict[str, Any]) -> None:
+        self._sock.sendall(self._packer.pack(message))
+
+    def receive(self) -> dict[str, Any] | None:
+        while True:
+            for message in self._unpacker:
+                return message  # type: ignore[no-any-return]
+            data = self._sock.recv(1 << 20)
+            if not data:
+                return None
+            self._unpacker.feed(data)
+
+
+class LogStream(io.TextIOBase):
+    """stdout/stderr replacement: whole lines go to the daemon as log frames, in order with results."""
+
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
+        self._buffer: list[str] = []
+        self._size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        self._buffer.append(text)
+        self._size += len(text)
+        if "\n" in text or self._size >= _LOG_CHUNK:
+            self.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        if self._buffer:
+            data = "".join(self._buffer)
+            self._buffer.clear()
+            self._size = 0
+            self._channel.send({"t": "log", "d": data})
+
+
+def main() -> None:
+    memory_mb = int(os.environ.pop(MEMORY_ENV, "0"))
+    if memory_mb:
+        # RLIMIT_DATA counts private writable memory (heap, mmap'd buffers) but not shared libraries or
+        # reserved-but-unused address space, so it tracks what Lambda calls memory far better than RLIMIT_AS.
+        limit = memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    channel = Channel(socket.socket(fileno=int(os.environ.pop(IPC_FD_ENV))))
+    log = LogStream(channel)
+    sys.stdout = sys.stderr = log
+
+    started = time.perf_counter()
+    handler, init_error = _load_handler(os.environ["_HANDLER"], os.environ.get("LAMBDA_TASK_ROOT"))
+    init_ms = (time.perf_counter() - started) * 1000
+    log.flush()
+    if init_error is not None:
+        channel.send({"t": "init_error", "error": init_error, "init_ms": init_ms})
+        return
+    channel.send({"t": "ready", "init_ms": init_ms})
+    loop = asyncio.new_event_loop()
+    while True:
+        message = channel.receive()
+        if message is None or message["t"] == "stop":
+            return
+        reply, fatal = _invoke(handler, message, loop)
+        log.flush()
+        reply["rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        channel.send(reply)
+        if fatal:
+            # A MemoryError can leave the interpreter half-broken; a fresh process is the safe answer.
+            os._exit(70)
+
+
+def _load_handler(spec: str, task_root: str | None) -> tuple[Any, dict[str, Any] | None]:
+    if task_root:
+        sys.path.insert(0, task_root)
+    module_name, _, function_name = spec.rpartition(".")
+    if not module_name:
+        return None, _fault("Runtime.MalformedHandlerName", f"Bad handler '{spec}': not enough values to unpack")
+    try:
+        module = import_module(module_name.replace("/", "."))
+    except ImportError as exc:
+        return None, _fault("Runtime.ImportModuleError", f"Unable to import module '{module_name}': {exc}")
+    except SyntaxError as exc:
+        return None, _fault(
+            "Runtime.UserCodeSyntaxError", f"Syntax error in module '{module_name}': {exc}", _stack(exc)
+        )
+    except MemoryError:
+        return None, _fault("Runtime.OutOfMemory", "Out of memory while importing the handler's module")
+    except BaseException as exc:  # noqa: BLE001 - any failure of the user's init code is reported, not raised
+        return None, _error_of(exc)
+    handler = getattr(module, function_name, None)
+    if handler is None:
+        return None, _fault("Runtime.HandlerNotFound", f"Handler '{function_name}' missing on module '{module_name}'")
+    return handler, None
+
+
+def _invoke(handler: Any, message: dict[str, Any], loop: asyncio.AbstractEventLoop) -> tuple[dict[str, Any], bool]:
+    request_id = message["id"]
+    if message.get("trace_id"):
+        os.environ["_X_AMZN_TRACE_ID"] = message["trace_id"]
+    else:
+        os.environ.pop("_X_AMZN_TRACE_ID", None)
+    try:
+        raw = message["payload"]
+        event = json.loads(raw) if raw else {}
+    except ValueError as exc:
+        return {"t": "error", "error": _fault("Runtime.UnmarshalError", f"Unable to unmarshal input: {exc}")}, False
+    context = LambdaContext(request_id, message["arn"], message["deadline_ms"], message.get("client_context"))
+    try:
+        result = handler(event, context)
+        if inspect.isawaitable(result):
+            result = loop.run_until_complete(result)
+    except MemoryError:
+        error = _fault("Runtime.OutOfMemory", "Runtime exited with error: out of memory")
+        return {"t": "error", "error": {**error, "requestId": request_id}, "fatal": True}, True
+    except SystemExit:
+        # sys.exit() ends the process, as in Lambda; the daemon reports Runtime.ExitError.
+        sys.stdout.flush()
+        raise
+    except BaseException as exc:  # noqa: BLE001 - every failure of user code becomes an error reply
+        return {"t": "error", "error": {**_error_of(exc), "requestId": request_id}}, False
+    try:
+        payload = json.dumps(result).encode()
+    except (TypeError, ValueError) as exc:
+        return {"t": "error", "error": _fault("Runtime.MarshalError", f"Unable to marshal response: {exc}")}, False
+    if len(payload) > MAX_RESPONSE_BYTES:
+        error = _fault(
+            "Function.ResponseSizeTooLarge",
+            f"Response payload size exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes).",
+        )
+        return {"t": "error", "error": error}, False
+    return {"t": "result", "payload": payload}, False
+
+
+def _fault(error_type: str, message: str, stack: list[str] | None = None) -> dict[str, Any]:
+    return {"errorMessage": message, "errorType": error_type, "stackTrace": stack or []}
+
+
+def _error_of(exc: BaseException) -> dict[str, Any]:
+    return {"errorMessage": str(exc), "errorType": type(exc).__name__, "stackTrace": _stack(exc)}
+
+
+def _stack(exc: BaseException) -> list[str]:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != _THIS_FILE]
+    return traceback.format_list(frames)
+
+
+if __name__ == "__main__":
+    main()
