@@ -13,8 +13,10 @@ import io
 import json
 import os
 import resource
+import select
 import socket
 import sys
+import threading
 import time
 import traceback
 from importlib import import_module
@@ -37,9 +39,12 @@ class Channel:
         self._sock = sock
         self._unpacker = msgpack.Unpacker(raw=False)
         self._packer = msgpack.Packer()
+        #: held while sending, so frames from the raw-output thread never interleave with the main thread's
+        self.lock = threading.RLock()
 
     def send(self, message: dict[str, Any]) -> None:
-        self._sock.sendall(self._packer.pack(message))
+        with self.lock:
+            self._sock.sendall(self._packer.pack(message))
 
     def receive(self) -> dict[str, Any] | None:
         while True:
@@ -79,6 +84,48 @@ class LogStream(io.TextIOBase):
             self._channel.send({"t": "log", "d": data})
 
 
+class RawOutput:
+    """Output written straight to fds 1 and 2 (C extensions, os.write, child processes).
+
+    The fds point at a pipe that a small thread forwards as log frames. Before each result the main
+    thread drains the pipe itself, under the channel lock, so an invocation's output always reaches
+    the daemon before its result does.
+    """
+
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, 1)
+        os.dup2(write_end, 2)
+        os.close(write_end)
+        os.set_blocking(read_end, False)
+        self._fd = read_end
+        threading.stack_size(256 * 1024)  # its stack counts against the memory limit: keep it small
+        threading.Thread(target=self._forward, name="eventd-raw-output", daemon=True).start()
+
+    def _forward(self) -> None:
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        while True:
+            poller.poll()
+            self.drain()
+
+    def drain(self) -> None:
+        with self._channel.lock:
+            chunks = []
+            while True:
+                try:
+                    data = os.read(self._fd, 65536)
+                except BlockingIOError:
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            if chunks:
+                text = b"".join(chunks).decode(errors="replace")
+                self._channel.send({"t": "log", "d": text})
+
+
 def main() -> None:
     memory_mb = int(os.environ.pop(MEMORY_ENV, "0"))
     if memory_mb:
@@ -89,11 +136,13 @@ def main() -> None:
     channel = Channel(socket.socket(fileno=int(os.environ.pop(IPC_FD_ENV))))
     log = LogStream(channel)
     sys.stdout = sys.stderr = log
+    raw = RawOutput(channel)
 
     started = time.perf_counter()
     handler, init_error = _load_handler(os.environ["_HANDLER"], os.environ.get("LAMBDA_TASK_ROOT"))
     init_ms = (time.perf_counter() - started) * 1000
     log.flush()
+    raw.drain()
     if init_error is not None:
         channel.send({"t": "init_error", "error": init_error, "init_ms": init_ms})
         return
@@ -105,6 +154,7 @@ def main() -> None:
             return
         reply, fatal = _invoke(handler, message, loop)
         log.flush()
+        raw.drain()
         reply["rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         channel.send(reply)
         if fatal:
