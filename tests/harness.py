@@ -165,3 +165,57 @@ def _same_labels(line: str, name: str, labels: dict[str, str]) -> bool:
     inner = line[len(name) + 1 : line.index("}")]
     pairs = dict(part.split("=", 1) for part in inner.split(",") if part)
     return all(pairs.get(k) == f'"{v}"' for k, v in labels.items()) and len(pairs) == len(labels)
+
+
+class Gate:
+    """Holds handlers mid-invocation: each connects to this Unix socket and blocks until `open()`.
+
+    `wait_arrivals(n)` returns once n handlers are inside their invocation: a condition, not a sleep.
+    """
+
+    HANDLER = '''
+import os, socket
+
+def handler(event, context):
+    if "gate" in event:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(event["gate"])
+            sock.recv(1)
+    return {"pid": os.getpid(), "init": os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE")}
+'''
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self._server = socket.socket(socket.AF_UNIX)
+        self._server.bind(self.path)
+        self._server.listen(256)
+        self._arrived: list[socket.socket] = []
+
+    @property
+    def waiting(self) -> int:
+        """Handlers inside their invocation, held at the gate now."""
+        return len(self._arrived)
+
+    def wait_arrivals(self, count: int, timeout: float = 20.0) -> None:
+        """Wait until `count` handlers in all are held at the gate."""
+        deadline = time.monotonic() + timeout
+        while len(self._arrived) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"only {len(self._arrived)} of {count} handlers reached the gate")
+            self._server.settimeout(remaining)
+            try:
+                conn, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            self._arrived.append(conn)
+
+    def open(self) -> None:
+        for conn in self._arrived:
+            conn.sendall(b"x")
+            conn.close()
+        self._arrived.clear()
+
+    def close(self) -> None:
+        self.open()
+        self._server.close()
