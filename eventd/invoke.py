@@ -5,6 +5,7 @@ the log (START / END / REPORT) and counts the result.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import math
 import uuid
@@ -101,12 +102,17 @@ class Invoker:
                 self._logs.function_output(function, None, start_line)
             else:
                 self._logs.function_output(function, None, start_line)
-                outcome = await process.invoke(
-                    InvokeRequest(
-                        request_id, payload, invoked_arn or function_arn(function), spec.timeout,
-                        client_context, trace_id,
+                try:
+                    outcome = await process.invoke(
+                        InvokeRequest(
+                            request_id, payload, invoked_arn or function_arn(function), spec.timeout,
+                            client_context, trace_id,
+                        )
                     )
-                )
+                except asyncio.CancelledError:
+                    # the caller gave up (forced shutdown): the process is mid-invocation, so it cannot be reused
+                    pool.abandon(process)
+                    raise
                 if outcome.status in ("timeout", "crash"):
                     await pool.discard(process)
                 else:

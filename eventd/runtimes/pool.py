@@ -108,6 +108,11 @@ class FunctionPool:
             if process.alive:
                 asyncio.get_running_loop().create_task(process.stop())
 
+    def abandon(self, process: HandlerProcess) -> None:
+        """Forget a process whose invocation was cancelled and kill it in the background."""
+        self._all.discard(process)
+        asyncio.get_running_loop().create_task(process.kill())
+
     async def discard(self, process: HandlerProcess) -> None:
         """Throw a process away (after a timeout or crash it is already dead; this just forgets it)."""
         self._all.discard(process)
