@@ -1,0 +1,270 @@
+"""Queue semantics on the store (SQS-like): send, receive with a visibility timeout, delete by receipt,
+change visibility, delay, receive counts, purge, peek and stats.
+
+The operations are plain functions of a connection (`op_*`) so that several can be composed into one
+transaction: moving an event to its next state (delete here + send there) is one commit.
+`QueueStore` is the narrow async interface the rest of eventd uses; another engine (a distributed
+log, say) can stand behind the same methods.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from eventd.store.engine import Operation, Store
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    body: bytes
+    attributes: dict[str, Any] | None = None
+    #: eventd's bookkeeping (request id, attempts, origin); never shown to consumers as attributes
+    meta: dict[str, Any] | None = None
+    delay: float = 0.0
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class Message:
+    queue: str
+    id: str
+    body: bytes
+    attributes: dict[str, Any]
+    meta: dict[str, Any]
+    sent_at: float
+    receive_count: int
+    first_received_at: float | None
+    visible_at: float = 0.0
+    #: identifies this receive; deleting with an older receipt (the message was received again since) fails
+    receipt: str = field(default="")
+
+
+_COLUMNS = "seq, queue, id, body, attributes, meta, sent_at, receive_count, first_received_at, visible_at"
+
+
+def _message(row: Sequence[Any]) -> Message:
+    seq, queue, id_, body, attributes, meta, sent_at, receive_count, first_received_at, visible_at = row
+    return Message(
+        queue=queue, id=id_, body=bytes(body), attributes=orjson.loads(attributes) if attributes else {},
+        meta=orjson.loads(meta) if meta else {}, sent_at=sent_at, receive_count=receive_count,
+        first_received_at=first_received_at, visible_at=visible_at, receipt=f"{seq}:{receive_count}",
+    )
+
+
+def _dumps(value: dict[str, Any] | None) -> str | None:
+    return orjson.dumps(value).decode() if value else None
+
+
+def op_send(queue: str, messages: Sequence[NewMessage], now: float) -> Operation[list[str]]:
+    def run(conn: sqlite3.Connection) -> list[str]:
+        ids = [m.id or str(uuid.uuid4()) for m in messages]
+        conn.executemany(
+            "INSERT INTO messages (queue, id, body, attributes, meta, sent_at, visible_at) VALUES (?,?,?,?,?,?,?)",
+            [
+                (queue, id_, m.body, _dumps(m.attributes), _dumps(m.meta), now, now + m.delay)
+                for id_, m in zip(ids, messages, strict=True)
+            ],
+        )
+        return ids
+
+    return run
+
+
+def op_receive(queue: str, max_messages: int, visibility_timeout: float, now: float) -> Operation[list[Message]]:
+    def run(conn: sqlite3.Connection) -> list[Message]:
+        rows = conn.execute(
+            f"""UPDATE messages SET visible_at = ?, receive_count = receive_count + 1, in_flight = 1,
+                    first_received_at = coalesce(first_received_at, ?)
+                WHERE seq IN (SELECT seq FROM messages WHERE queue = ? AND visible_at <= ?
+                              ORDER BY visible_at, seq LIMIT ?)
+                RETURNING {_COLUMNS}""",
+            (now + visibility_timeout, now, queue, now, max_messages),
+        ).fetchall()
+        rows.sort(key=lambda row: row[0])  # RETURNING order is unspecified; hand them out oldest first
+        return [_message(row) for row in rows]
+
+    return run
+
+
+def _receipt(receipt: str) -> tuple[int, int]:
+    seq, _, count = receipt.partition(":")
+    return int(seq), int(count)
+
+
+def op_delete(queue: str, receipt: str) -> Operation[bool]:
+    def run(conn: sqlite3.Connection) -> bool:
+        seq, count = _receipt(receipt)
+        cursor = conn.execute(
+            "DELETE FROM messages WHERE seq = ? AND queue = ? AND receive_count = ?", (seq, queue, count)
+        )
+        return cursor.rowcount == 1
+
+    return run
+
+
+def op_change_visibility(
+    queue: str, receipt: str, timeout: float, now: float, meta: dict[str, Any] | None = None
+) -> Operation[bool]:
+    """Make a received message visible again after `timeout` (0: now), optionally updating its meta."""
+
+    def run(conn: sqlite3.Connection) -> bool:
+        seq, count = _receipt(receipt)
+        if meta is None:
+            cursor = conn.execute(
+                "UPDATE messages SET visible_at = ?, in_flight = 0 WHERE seq = ? AND queue = ? AND receive_count = ?",
+                (now + timeout, seq, queue, count),
+            )
+        else:
+            cursor = conn.execute(
+                "UPDATE messages SET visible_at = ?, in_flight = 0, meta = ? "
+                "WHERE seq = ? AND queue = ? AND receive_count = ?",
+                (now + timeout, _dumps(meta), seq, queue, count),
+            )
+        return cursor.rowcount == 1
+
+    return run
+
+
+def op_release_in_flight(queue_prefix: str, now: float) -> Operation[dict[str, int]]:
+    """After a restart: make messages that were being processed visible again, per queue.
+
+    They are the ones that may run twice (at-least-once), so the caller counts them.
+    """
+
+    def run(conn: sqlite3.Connection) -> dict[str, int]:
+        rows = conn.execute(
+            "UPDATE messages SET visible_at = ?, in_flight = 0 WHERE in_flight = 1 AND queue >= ? AND queue < ? "
+            "RETURNING queue",
+            (now, queue_prefix, queue_prefix + "\U0010ffff"),
+        ).fetchall()
+        counts: dict[str, int] = {}
+        for (queue,) in rows:
+            counts[queue] = counts.get(queue, 0) + 1
+        return counts
+
+    return run
+
+
+def op_purge(queue: str) -> Operation[int]:
+    def run(conn: sqlite3.Connection) -> int:
+        return conn.execute("DELETE FROM messages WHERE queue = ?", (queue,)).rowcount
+
+    return run
+
+
+def op_delete_by_id(queue: str, message_id: str) -> Operation[bool]:
+    def run(conn: sqlite3.Connection) -> bool:
+        return conn.execute("DELETE FROM messages WHERE queue = ? AND id = ?", (queue, message_id)).rowcount == 1
+
+    return run
+
+
+def read_messages(queue: str, limit: int, after_seq: int = 0) -> Operation[list[Message]]:
+    """Peek without receiving (for operators): oldest first."""
+
+    def run(conn: sqlite3.Connection) -> list[Message]:
+        rows = conn.execute(
+            f"SELECT {_COLUMNS} FROM messages WHERE queue = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (queue, after_seq, limit),
+        ).fetchall()
+        return [_message(row) for row in rows]
+
+    return run
+
+
+def read_message(queue: str, message_id: str) -> Operation[Message | None]:
+    def run(conn: sqlite3.Connection) -> Message | None:
+        row = conn.execute(f"SELECT {_COLUMNS} FROM messages WHERE queue = ? AND id = ?", (queue, message_id)).fetchone()
+        return _message(row) if row else None
+
+    return run
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    visible: int
+    in_flight: int
+    delayed: int
+    oldest_sent_at: float | None
+
+    @property
+    def depth(self) -> int:
+        return self.visible + self.in_flight + self.delayed
+
+
+def read_stats(now: float, queue_prefix: str = "") -> Operation[dict[str, QueueStats]]:
+    """Counts by state for every queue whose name starts with `queue_prefix`."""
+
+    def run(conn: sqlite3.Connection) -> dict[str, QueueStats]:
+        rows = conn.execute(
+            """SELECT queue,
+                      sum(in_flight = 0 AND visible_at <= :now),
+                      sum(in_flight = 1),
+                      sum(in_flight = 0 AND visible_at > :now),
+                      min(sent_at)
+               FROM messages WHERE queue >= :lo AND queue < :hi GROUP BY queue""",
+            {"now": now, "lo": queue_prefix, "hi": queue_prefix + "\U0010ffff"},
+        ).fetchall()
+        return {q: QueueStats(int(v), int(f), int(d), oldest) for q, v, f, d, oldest in rows}
+
+    return run
+
+
+def read_next_visible_at(queue: str) -> Operation[float | None]:
+    def run(conn: sqlite3.Connection) -> float | None:
+        row = conn.execute("SELECT min(visible_at) FROM messages WHERE queue = ?", (queue,)).fetchone()
+        return row[0] if row else None
+
+    return run
+
+
+class QueueStore:
+    """The async interface to queues. `clock` is injectable so retry and age logic can be tested fast."""
+
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.clock = clock
+
+    async def send(self, queue: str, messages: Sequence[NewMessage]) -> list[str]:
+        """Commit `messages`; the returned ids mean they are durable."""
+        return await self.store.write(op_send(queue, messages, self.clock()))
+
+    async def receive(self, queue: str, max_messages: int, visibility_timeout: float) -> list[Message]:
+        return await self.store.write(op_receive(queue, max_messages, visibility_timeout, self.clock()))
+
+    async def delete(self, queue: str, receipt: str) -> bool:
+        return await self.store.write(op_delete(queue, receipt))
+
+    async def change_visibility(self, queue: str, receipt: str, timeout: float,
+                                meta: dict[str, Any] | None = None) -> bool:
+        return await self.store.write(op_change_visibility(queue, receipt, timeout, self.clock(), meta))
+
+    async def transact(self, *ops: Operation[Any]) -> list[Any]:
+        """Run several operations as one transaction (all or nothing)."""
+
+        def run(conn: sqlite3.Connection) -> list[Any]:
+            return [op(conn) for op in ops]
+
+        return await self.store.write(run)
+
+    async def purge(self, queue: str) -> int:
+        return await self.store.write(op_purge(queue))
+
+    async def peek(self, queue: str, limit: int = 50, after_seq: int = 0) -> list[Message]:
+        return await self.store.read(read_messages(queue, limit, after_seq))
+
+    async def get(self, queue: str, message_id: str) -> Message | None:
+        return await self.store.read(read_message(queue, message_id))
+
+    async def stats(self, queue_prefix: str = "") -> dict[str, QueueStats]:
+        return await self.store.read(read_stats(self.clock(), queue_prefix))
+
+    async def next_visible_at(self, queue: str) -> float | None:
+        return await self.store.read(read_next_visible_at(queue))

@@ -1,0 +1,57 @@
+"""The store's schema and its migrations, applied in order by `PRAGMA user_version`.
+
+A new migration is appended to MIGRATIONS; existing ones never change, so every database moves
+forward through the same steps whatever version it started at.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+import sqlite_utils
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    # One table holds every queue's messages: embedded queues, function async queues, DLQs and the
+    # webhook outbox. `meta` is eventd's own bookkeeping (attempts, request id, origin), kept apart
+    # from `attributes`, which are the message attributes a consumer sees.
+    db["messages"].create(
+        {
+            "seq": int,
+            "queue": str,
+            "id": str,
+            "body": bytes,
+            "attributes": str,
+            "meta": str,
+            "sent_at": float,
+            "visible_at": float,
+            "receive_count": int,
+            "first_received_at": float,
+            "in_flight": int,
+        },
+        pk="seq",
+        not_null={"queue", "id", "body", "sent_at", "visible_at", "receive_count", "in_flight"},
+        defaults={"receive_count": 0, "in_flight": 0},
+    )
+    db["messages"].create_index(["queue", "visible_at", "seq"], index_name="messages_ready")
+    db["messages"].create_index(["queue", "id"], index_name="messages_id", unique=True)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the database at `conn` to the newest schema; returns the version it is at."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > len(MIGRATIONS):
+        raise RuntimeError(
+            f"the store was written by a newer eventd (schema {version}, this one knows {len(MIGRATIONS)})"
+        )
+    db = sqlite_utils.Database(conn)
+    for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        step(db)
+        conn.execute(f"PRAGMA user_version={number}")
+        conn.execute("COMMIT")
+    return len(MIGRATIONS)
