@@ -19,7 +19,7 @@ from eventd import __version__
 from eventd.dispatch import Throttled
 from eventd.invoke import Invoker, UnknownFunction
 from eventd.metrics import Metrics
-from eventd.runtimes.pool import ACCOUNT, REGION, function_arn
+from eventd.runtimes.pool import ACCOUNT, REGION, RUNTIME, function_arn
 
 #: Lambda's synchronous request payload limit, 6 MB (lambda-semantics.md §1.5).
 MAX_SYNC_PAYLOAD = 6 * 1024 * 1024
@@ -91,8 +91,9 @@ def parse_function_name(raw: str) -> tuple[str, str | None]:
     return rest[0], (rest[1] if len(rest) == 2 else None)
 
 
-def _resolve(request: web.Request) -> str:
-    """The function a request names; only `$LATEST` exists as a qualifier until versions do."""
+def _resolve(request: web.Request) -> tuple[str, str | None]:
+    """The function a request names and the qualifier it was named with (only `$LATEST` exists until
+    versions do)."""
     name, qualifier = parse_function_name(request.match_info["name"])
     query_qualifier = request.query.get("Qualifier")
     if qualifier and query_qualifier and qualifier != query_qualifier:
@@ -104,11 +105,11 @@ def _resolve(request: web.Request) -> str:
     invoker = request.app[invoker_key]
     if name not in invoker.config.functions or qualifier not in (None, "$LATEST"):
         raise not_found(name, qualifier)
-    return name
+    return name, qualifier
 
 
 async def invoke(request: web.Request) -> web.Response:
-    function = _resolve(request)
+    function, qualifier = _resolve(request)
     invocation_type = request.headers.get("X-Amz-Invocation-Type", "RequestResponse")
     if invocation_type not in INVOCATION_TYPES:
         raise ApiError(
@@ -134,7 +135,7 @@ async def invoke(request: web.Request) -> web.Response:
     try:
         result = await invoker.invoke_sync(
             function, payload, client_context=client_context, trace_id=request.headers.get("X-Amzn-Trace-Id"),
-            invoked_arn=function_arn(function, request.query.get("Qualifier")),
+            invoked_arn=function_arn(function, qualifier),
         )
     except Throttled as exc:
         raise ApiError(429, "TooManyRequestsException", str(exc), extra={"Reason": exc.reason},
@@ -180,7 +181,7 @@ def function_configuration(invoker: Invoker, name: str) -> dict[str, Any]:
     config: dict[str, Any] = {
         "FunctionName": name,
         "FunctionArn": function_arn(name),
-        "Runtime": "python3.11",
+        "Runtime": RUNTIME,
         "Role": f"arn:aws:iam::{ACCOUNT}:role/eventd",
         "Handler": spec.handler,
         "CodeSize": 0,
@@ -220,7 +221,7 @@ async def list_functions(request: web.Request) -> web.Response:
 
 async def get_function(request: web.Request) -> web.Response:
     invoker = request.app[invoker_key]
-    name = _resolve(request)
+    name, _ = _resolve(request)
     spec = invoker.spec(name)
     body: dict[str, Any] = {
         "Configuration": function_configuration(invoker, name),

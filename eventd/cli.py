@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from eventd import __version__
 from eventd.client import DEFAULT_URL, DaemonUnreachable, call
@@ -86,13 +86,29 @@ def _daemon_options(parser: argparse.ArgumentParser) -> None:
 
 def daemon_url(args: argparse.Namespace) -> str:
     if args.url:
-        return str(args.url)
+        return _checked_url(str(args.url), "--url")
     if args.config:
-        config = _load(args.config)
-        host, _, port = config.listen.rpartition(":")
-        host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]"}.get(host, host)
-        return f"http://{host}:{port}"
-    return os.environ.get("EVENTD_URL") or DEFAULT_URL
+        from eventd.config.model import parse_listen
+
+        host, port = parse_listen(_load(args.config).listen)
+        # a wildcard listen address is reachable on loopback; an IPv6 host needs brackets in a URL
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    if os.environ.get("EVENTD_URL"):
+        return _checked_url(os.environ["EVENTD_URL"], "EVENTD_URL")
+    return DEFAULT_URL
+
+
+def _checked_url(url: str, source: str) -> str:
+    """`url` if it is an http(s) URL with a host; a usage error naming where it came from otherwise."""
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a malformed IPv6 host, or a port that is not a number below 65536
+        valid = False
+    if not valid:
+        raise CliError(f"{source} {url!r} is not a URL like {DEFAULT_URL}", EXIT_USAGE)
+    return url
 
 
 def _load(path: str | Path) -> Any:
@@ -101,7 +117,11 @@ def _load(path: str | Path) -> Any:
     try:
         return load(path)
     except ConfigError as exc:
-        raise CliError(f"{path} is not a valid config:\n{exc}", EXIT_CONFIG) from None
+        if len(exc.problems) == 1:
+            # one problem (like an unreadable file) is one line; it already names the file
+            raise CliError(str(exc), EXIT_CONFIG) from None
+        header = f"{path} is not a valid config ({len(exc.problems)} problems):"
+        raise CliError(f"{header}\n{exc}", EXIT_CONFIG) from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -124,7 +144,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     config = _load(args.file)
-    print(f"{args.file}: ok ({len(config.functions)} functions)")
+    count = len(config.functions)
+    print(f"{args.file}: ok ({count} function{'' if count == 1 else 's'})")
     return EXIT_OK
 
 
@@ -180,7 +201,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     reply = _call(args, "GET", "/admin/status")
     if reply.status != 200:
         raise CliError(_api_error(reply))
-    status = reply.json()
+    try:
+        status = reply.json()
+    except ValueError:
+        # --url or EVENTD_URL names some other HTTP server
+        raise CliError(f"{daemon_url(args)} did not answer like eventd (its status is not JSON)") from None
     if args.json:
         print(json.dumps(status, indent=2))
         return EXIT_OK

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -36,6 +37,7 @@ def call(
             return Reply(response.status, dict(response.headers), response.read())
     except urllib.error.HTTPError as exc:
         return Reply(exc.code, dict(exc.headers), exc.read())
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        # HTTPException: the peer closed or garbled the response (a daemon killed mid-reply)
         reason = getattr(exc, "reason", exc)
         raise DaemonUnreachable(f"cannot reach eventd at {base_url}: {reason}") from None

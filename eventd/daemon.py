@@ -75,7 +75,8 @@ class Daemon:
         started = time.perf_counter()
         await invoker.start()
         warm = sum(spec.warm for spec in config.functions.values())
-        log.info("Ready: %d warm processes started in %.0f ms.", warm, (time.perf_counter() - started) * 1000)
+        up = sum(pool.counts()["idle"] for pool in invoker.pools.values())
+        log.info("Ready: %d of %d warm processes started in %.0f ms.", up, warm, (time.perf_counter() - started) * 1000)
         notify("READY=1", f"STATUS=Serving {len(config.functions)} functions on {config.listen}")
         pinger = None
         interval = watchdog_interval()

@@ -121,14 +121,15 @@ class Invoker:
             self.dispatcher.release(function)
         init = checkout.init
         lines = self._frame(function, spec, request_id, start_line, outcome, init)
-        metrics.duration.observe(outcome.duration_ms / 1000)
+        if process is not None:  # an init failure ran no handler: it has no invocation duration
+            metrics.duration.observe(outcome.duration_ms / 1000)
         if outcome.error is None:
             metrics.success.inc()
             assert outcome.payload is not None
             return InvocationResult(request_id, outcome.payload, None, lines)
         metrics.error.inc()
         error_type = str(outcome.error.get("errorType", "Unhandled"))
-        self._metrics.errors.labels(function, error_type).inc()
+        self._metrics.count_error(function, error_type)
         return InvocationResult(request_id, orjson.dumps(outcome.error), error_type, lines)
 
     def _frame(
@@ -178,6 +179,7 @@ class Invoker:
                 function=name,
                 concurrent_executions=self.dispatcher.in_use(name),
                 concurrency_limit=self.dispatcher.limit(name),
+                warm_target=pool.spec.warm,
                 processes=pool.counts(),
             )
             for name, pool in self.pools.items()

@@ -20,6 +20,8 @@ DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 # `_created` series double every counter's size and nobody graphs them.
 disable_created_metrics()
 
+#: Distinct error_type label values kept per function (bounds the series a buggy handler can create).
+MAX_ERROR_TYPES = 32
 INIT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -66,6 +68,7 @@ class Metrics:
             ["function", "initialization_type"], registry=r,
         )
         self._functions: dict[str, FunctionMetrics] = {}
+        self._error_types: dict[str, set[str]] = {}
 
     def function(self, name: str) -> FunctionMetrics:
         metrics = self._functions.get(name)
@@ -80,6 +83,16 @@ class Metrics:
             )
         return metrics
 
+    def count_error(self, function: str, error_type: str) -> None:
+        """Count a function error. Handler exception names are the user's, so after
+        MAX_ERROR_TYPES distinct ones per function the rest share the label "other"."""
+        seen = self._error_types.setdefault(function, set())
+        if error_type not in seen:
+            if len(seen) >= MAX_ERROR_TYPES:
+                error_type = "other"
+            seen.add(error_type)
+        self.errors.labels(function, error_type).inc()
+
     def watch_state(self, read: Callable[[], list[FunctionState]]) -> None:
         """Export live state read from `read()` at each scrape."""
         self.registry.register(_StateCollector(read))
@@ -93,6 +106,7 @@ class FunctionState:
     function: str
     concurrent_executions: int
     concurrency_limit: int
+    warm_target: int
     processes: dict[str, int]
 
 
@@ -107,15 +121,21 @@ class _StateCollector(Collector):
         limit = GaugeMetricFamily(
             "eventd_concurrency_limit", "Most simultaneous invocations the function may have now.", labels=["function"]
         )
+        warm = GaugeMetricFamily(
+            "eventd_warm_target", "Processes the function keeps started and initialised (`warm`).",
+            labels=["function"],
+        )
         processes = GaugeMetricFamily(
             "eventd_processes", "Handler processes by state (starting, idle, busy).", labels=["function", "state"]
         )
         for state in self._read():
             executions.add_metric([state.function], state.concurrent_executions)
             limit.add_metric([state.function], state.concurrency_limit)
+            warm.add_metric([state.function], state.warm_target)
             for name, count in state.processes.items():
                 processes.add_metric([state.function, name], count)
         yield executions
         yield limit
+        yield warm
         yield processes
         yield InfoMetricFamily("eventd_build", "eventd version.", value={"version": __version__})

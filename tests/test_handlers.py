@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -196,9 +197,12 @@ def test_timeout_kills_the_process_and_the_next_call_works(daemon: Daemon) -> No
 
 
 def test_out_of_memory(daemon: Daemon) -> None:
-    error = function_error(daemon.invoke("hog"))
+    reply = daemon.invoke("hog")
+    error = function_error(reply)
     assert error["errorType"] == "Runtime.OutOfMemory"
-    assert "out of memory" in error["errorMessage"]
+    assert error["errorMessage"] == (
+        f"RequestId: {reply.headers['x-amzn-requestid']} Error: Runtime exited with error: out of memory"
+    )
     assert_recovers(daemon, "hog", "small")
 
 
@@ -252,7 +256,13 @@ def test_init_errors(daemon: Daemon, function: str, error_type: str, message: st
         error = function_error(daemon.invoke(function))
         assert error["errorType"] == error_type
         assert error["errorMessage"].startswith(message)
+        assert not any("importlib" in frame or "bootstrap.py" in frame for frame in error.get("stackTrace", []))
     assert daemon.processes(function) == {"starting": 0, "idle": 0, "busy": 0}
+
+
+def test_qualified_name_reaches_the_context(daemon: Daemon) -> None:
+    reply = daemon.invoke("ctx:$LATEST")
+    assert reply.json()["invoked_function_arn"] == "arn:aws:lambda:us-east-1:000000000000:function:ctx:$LATEST"
 
 
 def test_init_runs_once_per_process(daemon: Daemon) -> None:
@@ -284,7 +294,7 @@ def test_context_and_environment(daemon: Daemon, tmp_path: Path) -> None:
         "_HANDLER": "fns.context_and_env",
         "LAMBDA_TASK_ROOT": code_dir,
         "AWS_REGION": "us-east-1",
-        "AWS_EXECUTION_ENV": "AWS_Lambda_python3.11",
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_python{sys.version_info.major}.{sys.version_info.minor}",
         "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
         "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/ctx",
         "STAGE": "test",

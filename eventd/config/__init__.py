@@ -38,11 +38,15 @@ def load_text(text: str, *, file: str, base_dir: Path) -> Config:
         raise ConfigError(problems)
     data = {} if loaded.data is None else loaded.data
     if not isinstance(data, dict):
-        raise ConfigError([ConfigProblem(file, 1, "", "expected a mapping of keys at the top of the file")])
+        # the line of the value itself: comments and blank lines may come before it
+        raise ConfigError(
+            [ConfigProblem(file, loaded.line_of(()), "", "expected a mapping of keys at the top of the file")]
+        )
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
         problems.extend(_translate(error, loaded, file) for error in exc.errors())
+        problems.extend(_check_valid_functions(data, loaded, file, base_dir))
         raise ConfigError(_sorted(problems)) from None
     config = _resolve_paths(config, base_dir)
     problems.extend(_cross_check(config, loaded, file))
@@ -56,11 +60,55 @@ def _sorted(problems: list[ConfigProblem]) -> list[ConfigProblem]:
 
 
 def _resolve_paths(config: Config, base_dir: Path) -> Config:
-    functions = {
-        name: spec.model_copy(update={"code": (base_dir / spec.code).resolve()}) if spec.code else spec
-        for name, spec in config.functions.items()
-    }
+    functions = {name: _resolve_code(spec, base_dir) for name, spec in config.functions.items()}
     return config.model_copy(update={"state_dir": (base_dir / config.state_dir).resolve(), "functions": functions})
+
+
+def _resolve_code(spec: FunctionSpec, base_dir: Path) -> FunctionSpec:
+    return spec.model_copy(update={"code": (base_dir / spec.code).resolve()}) if spec.code else spec
+
+
+def _check_valid_functions(
+    data: dict[str, Any], loaded: LoadedYaml, file: str, base_dir: Path
+) -> list[ConfigProblem]:
+    """After a validation error, the per-function checks on the keys that are valid.
+
+    One run must report every problem: a typo elsewhere must not hide a missing `code` folder.
+    """
+    functions = data.get("functions")
+    if not isinstance(functions, dict):
+        return []
+    problems: list[ConfigProblem] = []
+    for name, raw in functions.items():
+        if not isinstance(raw, dict):
+            continue
+        try:
+            spec = FunctionSpec.model_validate(raw)
+        except ValidationError as exc:
+            # drop the keys already reported; `handler` takes part in no check, so a stand-in will do
+            bad = {error["loc"][0] for error in exc.errors() if error["loc"]}
+            kept = {key: value for key, value in raw.items() if key not in bad}
+            try:
+                spec = FunctionSpec.model_validate({**kept, "handler": "reported.elsewhere"})
+            except ValidationError:
+                continue
+        problems.extend(_check_function(str(name), _resolve_code(spec, base_dir), loaded, file))
+    return problems
+
+
+def _check_function(name: str, spec: FunctionSpec, loaded: LoadedYaml, file: str) -> list[ConfigProblem]:
+    """Checks of one function that span several of its keys or look outside the file."""
+    problems: list[ConfigProblem] = []
+
+    def problem(key: str, message: str) -> None:
+        path = ("functions", name, key)
+        problems.append(ConfigProblem(file, loaded.line_of(path, key=True), dotted(path), message))
+
+    if spec.code is not None and not spec.code.is_dir():
+        problem("code", f"expected an existing folder, found no folder at {spec.code}")
+    if spec.concurrency is not None and spec.warm > spec.concurrency:
+        problem("warm", f"expected at most concurrency ({spec.concurrency}) warm processes, found {spec.warm}")
+    return problems
 
 
 def _cross_check(config: Config, loaded: LoadedYaml, file: str) -> list[ConfigProblem]:
@@ -70,17 +118,9 @@ def _cross_check(config: Config, loaded: LoadedYaml, file: str) -> list[ConfigPr
     def problem(path: tuple[str | int, ...], message: str) -> None:
         problems.append(ConfigProblem(file, loaded.line_of(path, key=True), dotted(path), message))
 
-    reserved = 0
     for name, spec in config.functions.items():
-        if spec.code is not None and not spec.code.is_dir():
-            problem(("functions", name, "code"), f"expected an existing folder, found no folder at {spec.code}")
-        if spec.concurrency is not None:
-            reserved += spec.concurrency
-            if spec.warm > spec.concurrency:
-                problem(
-                    ("functions", name, "warm"),
-                    f"expected at most concurrency ({spec.concurrency}) warm processes, found {spec.warm}",
-                )
+        problems.extend(_check_function(name, spec, loaded, file))
+    reserved = sum(spec.concurrency or 0 for spec in config.functions.values())
     if reserved > config.max_concurrency:
         problem(
             ("max_concurrency",),

@@ -42,6 +42,10 @@ def load_yaml(text: str, file: str) -> LoadedYaml:
         data = yaml.safe_load(text) if root is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
+        if mark and exc.context_mark and mark.index >= len(text):
+            # an unclosed quote or bracket fails at the end of the file, past its last line: point
+            # at where the unclosed thing starts, which is the line the operator has to fix
+            mark = exc.context_mark
         line = mark.line + 1 if mark else None
         problem = f"{exc.problem} {exc.context or ''}".strip()
         return LoadedYaml(None, problems=[ConfigProblem(file, line, "", f"invalid YAML: {problem}")])
@@ -49,12 +53,22 @@ def load_yaml(text: str, file: str) -> LoadedYaml:
         return LoadedYaml(None, problems=[ConfigProblem(file, None, "", f"invalid YAML: {exc}")])
     loaded = LoadedYaml(data)
     if root is not None:
-        _walk(root, (), loaded, file)
+        _walk(root, (), loaded, file, set())
+    if any(problem.message == _RECURSIVE for problem in loaded.problems):
+        # the constructed data contains itself: validating it would recurse without end
+        loaded.data = None
     return loaded
 
 
-def _walk(node: yaml.Node, path: Path_, loaded: LoadedYaml, file: str) -> None:
+_RECURSIVE = "invalid YAML: an alias refers to a node that contains it"
+
+
+def _walk(node: yaml.Node, path: Path_, loaded: LoadedYaml, file: str, ancestors: set[int]) -> None:
     loaded.value_lines[path] = node.start_mark.line + 1
+    if id(node) in ancestors:
+        loaded.problems.append(ConfigProblem(file, node.start_mark.line + 1, _dotted(path), _RECURSIVE))
+        return
+    ancestors = ancestors | {id(node)}
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
@@ -66,12 +80,12 @@ def _walk(node: yaml.Node, path: Path_, loaded: LoadedYaml, file: str) -> None:
                 )
             seen.add(key)
             loaded.key_lines[child] = key_node.start_mark.line + 1
-            _walk(value_node, child, loaded, file)
+            _walk(value_node, child, loaded, file, ancestors)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             child = (*path, index)
             loaded.key_lines[child] = item.start_mark.line + 1
-            _walk(item, child, loaded, file)
+            _walk(item, child, loaded, file, ancestors)
 
 
 def _dotted(path: Path_) -> str:

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import traceback
+import importlib
 from importlib import import_module
 from typing import Any
 
@@ -28,6 +29,7 @@ from eventd.runtimes.context import LambdaContext
 from eventd.runtimes.protocol import IPC_FD_ENV, MAX_RESPONSE_BYTES, MEMORY_ENV
 
 _THIS_FILE = __file__
+_IMPORTLIB_FILE = importlib.__file__
 #: Bytes of handler output buffered before a log frame is sent even without a newline.
 _LOG_CHUNK = 4096
 
@@ -129,8 +131,9 @@ class RawOutput:
 def main() -> None:
     memory_mb = int(os.environ.pop(MEMORY_ENV, "0"))
     if memory_mb:
-        # RLIMIT_DATA counts private writable memory (heap, mmap'd buffers) but not shared libraries or
-        # reserved-but-unused address space, so it tracks what Lambda calls memory far better than RLIMIT_AS.
+        # RLIMIT_DATA counts private writable mappings (heap, anonymous mmap), touched or not, but not
+        # shared libraries, code or PROT_NONE reservations (thread arenas), so it tracks what Lambda
+        # calls memory far better than RLIMIT_AS. The interpreter itself takes about 15 MB of it.
         limit = memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
     channel = Channel(socket.socket(fileno=int(os.environ.pop(IPC_FD_ENV))))
@@ -233,7 +236,11 @@ def _error_of(exc: BaseException) -> dict[str, Any]:
 
 
 def _stack(exc: BaseException) -> list[str]:
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != _THIS_FILE]
+    # the user's frames only: not this loop's, nor the import machinery's
+    frames = [
+        f for f in traceback.extract_tb(exc.__traceback__)
+        if f.filename not in (_THIS_FILE, _IMPORTLIB_FILE) and not f.filename.startswith("<frozen importlib")
+    ]
     return traceback.format_list(frames)
 
 

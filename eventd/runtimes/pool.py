@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import time
 import uuid
 from collections import deque
@@ -35,6 +36,8 @@ _INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SSL_CERT_FILE", "
 #: Longest wait between attempts to bring a warm process back after init failures.
 _MAX_WARM_BACKOFF_S = 30.0
 REGION = "us-east-1"
+#: Lambda's runtime identifier for the interpreter that runs handlers (the daemon's own).
+RUNTIME = f"python{sys.version_info.major}.{sys.version_info.minor}"
 ACCOUNT = "000000000000"
 
 
@@ -209,7 +212,7 @@ class FunctionPool:
                 "_HANDLER": spec.handler,
                 "AWS_REGION": REGION,
                 "AWS_DEFAULT_REGION": REGION,
-                "AWS_EXECUTION_ENV": "AWS_Lambda_python3.11",
+                "AWS_EXECUTION_ENV": f"AWS_Lambda_{RUNTIME}",
                 "AWS_LAMBDA_FUNCTION_NAME": self.name,
                 "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
                 "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
