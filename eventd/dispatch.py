@@ -37,6 +37,7 @@ class Dispatcher:
         self._in_use: dict[str, int] = dict.fromkeys(config.functions, 0)
         self._idle = asyncio.Event()
         self._idle.set()
+        self._capacity_waiters: list[asyncio.Future[None]] = []
         self.max_concurrency = config.max_concurrency
 
     def acquire(self, function: str) -> None:
@@ -59,6 +60,24 @@ class Dispatcher:
             self._unreserved_in_use -= 1
         if not any(self._in_use.values()):
             self._idle.set()
+        if self._capacity_waiters:
+            waiters, self._capacity_waiters = self._capacity_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def free(self, function: str) -> int:
+        """Slots `function` could take right now without being throttled."""
+        reserved = self._reserved.get(function)
+        if reserved is not None:
+            return max(0, reserved - self._in_use[function])
+        return max(0, self._unreserved_limit - self._unreserved_in_use)
+
+    async def wait_for_release(self) -> None:
+        """Return after the next release of any slot (pollers use it to wait for capacity)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._capacity_waiters.append(waiter)
+        await waiter
 
     def in_use(self, function: str) -> int:
         return self._in_use[function]
