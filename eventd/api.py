@@ -9,17 +9,20 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import time
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from eventd import __version__
+from eventd.asyncq import MAX_ASYNC_PAYLOAD, AsyncInvocations
 from eventd.dispatch import Throttled
 from eventd.invoke import Invoker, UnknownFunction
 from eventd.metrics import Metrics
 from eventd.runtimes.pool import ACCOUNT, REGION, RUNTIME, function_arn
+
+log = logging.getLogger(__name__)
 
 #: Lambda's synchronous request payload limit, 6 MB (lambda-semantics.md §1.5).
 MAX_SYNC_PAYLOAD = 6 * 1024 * 1024
@@ -28,6 +31,7 @@ _JSON = "application/json"
 
 invoker_key = web.AppKey("invoker", Invoker)
 metrics_key = web.AppKey("metrics", Metrics)
+async_key = web.AppKey("async", AsyncInvocations)
 ready_key = web.AppKey("ready", dict)
 
 
@@ -126,10 +130,7 @@ async def invoke(request: web.Request) -> web.Response:
     if invocation_type == "DryRun":
         return web.Response(status=204)
     if invocation_type == "Event":
-        raise ApiError(
-            400, "InvalidParameterValueException",
-            "Asynchronous invocation (X-Amz-Invocation-Type: Event) is not available in this eventd yet.",
-        )
+        return await _invoke_async(request, function, payload)
     client_context = _client_context(request.headers.get("X-Amz-Client-Context"))
     invoker = request.app[invoker_key]
     try:
@@ -146,6 +147,22 @@ async def invoke(request: web.Request) -> web.Response:
     if request.headers.get("X-Amz-Log-Type") == "Tail":
         headers["X-Amz-Log-Result"] = result.log_tail_base64()
     return web.Response(body=result.payload, headers=headers, content_type=_JSON)
+
+
+async def _invoke_async(request: web.Request, function: str, payload: bytes) -> web.Response:
+    if len(payload) > MAX_ASYNC_PAYLOAD:
+        raise ApiError(
+            413, "RequestTooLargeException",
+            f"Request must be smaller than {MAX_ASYNC_PAYLOAD} bytes for the InvokeFunction operation",
+        )
+    try:
+        request_id = await request.app[async_key].accept(function, payload)
+    except Exception as exc:  # the event is not committed: say so, and the client retries
+        log.error("Could not commit an async event for %s: %s.", function, exc)
+        raise ApiError(500, "ServiceException", "The event could not be stored; retry.",
+                       message_key="Message") from None
+    # 202 only now: the event is committed
+    return web.Response(status=202, headers={"x-amzn-RequestId": request_id})
 
 
 def _check_json(payload: bytes) -> None:
@@ -257,40 +274,14 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
-async def status(request: web.Request) -> web.Response:
-    invoker = request.app[invoker_key]
-    ready = request.app[ready_key]
-    functions = []
-    for name, pool in invoker.pools.items():
-        spec = pool.spec
-        functions.append(
-            {
-                "name": name,
-                "handler": spec.handler,
-                "processes": pool.counts(),
-                "concurrency_in_use": invoker.dispatcher.in_use(name),
-                "concurrency_limit": invoker.dispatcher.limit(name),
-                "reserved": spec.concurrency,
-                "warm": spec.warm,
-                "last_init_error": pool.last_init_error,
-            }
-        )
-    body = {
-        "version": __version__,
-        "uptime_seconds": round(time.monotonic() - ready.get("started", time.monotonic()), 3),
-        "max_concurrency": invoker.dispatcher.max_concurrency,
-        "concurrency_in_use": invoker.dispatcher.total_in_use,
-        "region": REGION,
-        "functions": functions,
-    }
-    return web.Response(body=orjson.dumps(body), content_type=_JSON)
+def build_app(invoker: Invoker, metrics_: Metrics, async_: AsyncInvocations) -> web.Application:
+    from eventd import admin
 
-
-def build_app(invoker: Invoker, metrics_: Metrics) -> web.Application:
     # a little above the payload limit so an oversized body reaches our handler and gets Lambda's 413
     app = web.Application(middlewares=[lambda_errors], client_max_size=MAX_SYNC_PAYLOAD + 1)
     app[invoker_key] = invoker
     app[metrics_key] = metrics_
+    app[async_key] = async_
     app[ready_key] = {"started": time.monotonic()}
     app.router.add_post("/2015-03-31/functions/{name}/invocations", invoke)
     app.router.add_get("/2015-03-31/functions/", list_functions)
@@ -299,5 +290,5 @@ def build_app(invoker: Invoker, metrics_: Metrics) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/admin/status", status)
+    admin.add_routes(app)
     return app

@@ -1,8 +1,10 @@
 """Start order, signals, readiness and the graceful drain of a running eventd.
 
-Start: state dir -> logging -> API listener (health answers from here on) -> warm pools -> READY=1.
-Stop (SIGTERM/SIGINT): STOPPING=1 -> stop listening -> in-flight invocations finish (up to
-`drain_timeout`) -> handler processes stopped. A second signal skips the wait.
+Start: state dir -> logging -> store -> API listener (health answers from here on) -> warm pools ->
+async runners -> READY=1.
+Stop (SIGTERM/SIGINT): STOPPING=1 -> stop listening and stop taking async events -> in-flight
+invocations finish (up to `drain_timeout`) -> handler processes stopped -> store closed. A second
+signal skips the wait. Async events not finished stay in the store and run after the next start.
 """
 
 from __future__ import annotations
@@ -11,19 +13,26 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sqlite3
 import time
 
 from aiohttp import web
 
 from eventd.api import build_app, ready_key
+from eventd.asyncq import AsyncInvocations
 from eventd.config.model import Config, parse_listen
 from eventd.invoke import Invoker
 from eventd.logs import DaemonLogging
+from eventd.gauges import QueueGauges
 from eventd.metrics import Metrics
+from eventd.store.engine import Store
+from eventd.store.queues import QueueStore
 from eventd.systemd import notify, watchdog, watchdog_interval
 
 log = logging.getLogger(__name__)
 
+#: the SQLite file under state_dir that holds queues, async events and DLQs
+STORE_FILE = "eventd.db"
 EXIT_OK = 0
 #: the listener could not be bound, or another start-up step failed (uvicorn's STARTUP_FAILURE)
 EXIT_STARTUP = 3
@@ -58,8 +67,18 @@ class Daemon:
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._handle_hup)
         metrics = Metrics()
+        store = Store(config.state_dir / STORE_FILE, config.durability)
+        store.on_commit = metrics.observe_commit
+        try:
+            await store.open()
+        except (OSError, sqlite3.Error, RuntimeError) as exc:
+            log.error("Cannot open the store %s: %s.", store.path, exc)
+            return EXIT_STARTUP
+        queues = QueueStore(store)
         invoker = Invoker(config, metrics, logs)
-        app = build_app(invoker, metrics)
+        asyncq = AsyncInvocations(config, invoker, queues, metrics)
+        gauges = QueueGauges(config, queues, metrics)
+        app = build_app(invoker, metrics, asyncq)
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=config.drain_timeout)
         await runner.setup()
         host, port = parse_listen(config.listen)
@@ -68,12 +87,15 @@ class Daemon:
         except OSError as exc:
             log.error("Cannot listen on %s: %s.", config.listen, exc.strerror or exc)
             await runner.cleanup()
+            await store.close()
             return EXIT_STARTUP
         app[ready_key]["listening"] = True
-        log.info("Listening on http://%s (config %s, %d functions).", config.listen, self.config_name,
-                 len(config.functions))
+        log.info("Listening on http://%s (config %s, %d functions, store %s).", config.listen, self.config_name,
+                 len(config.functions), store.path)
         started = time.perf_counter()
         await invoker.start()
+        await asyncq.start()
+        await gauges.start()
         warm = sum(spec.warm for spec in config.functions.values())
         up = sum(pool.counts()["idle"] for pool in invoker.pools.values())
         log.info("Ready: %d of %d warm processes started in %.0f ms.", up, warm, (time.perf_counter() - started) * 1000)
@@ -88,7 +110,8 @@ class Daemon:
         app[ready_key]["draining"] = True
         in_flight = invoker.dispatcher.total_in_use
         log.info("Stopping: waiting up to %.0f s for %d in-flight invocations.", config.drain_timeout, in_flight)
-        drain = asyncio.create_task(runner.cleanup())
+        # stop taking work from both doors at once, and give both the same drain deadline
+        drain = asyncio.gather(runner.cleanup(), asyncq.stop(config.drain_timeout))
         forced = asyncio.create_task(self._force.wait())
         await asyncio.wait({drain, forced}, return_when=asyncio.FIRST_COMPLETED)
         if not drain.done():
@@ -99,7 +122,9 @@ class Daemon:
             await drain
         if pinger:
             pinger.cancel()
+        await gauges.stop()
         await invoker.stop()
+        await store.close()
         log.info("Stopped.")
         return EXIT_OK
 

@@ -20,6 +20,8 @@ DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 # `_created` series double every counter's size and nobody graphs them.
 disable_created_metrics()
 
+#: Async event ages: from immediate to Lambda's 6-hour maximum.
+AGE_BUCKETS = (0.01, 0.1, 0.5, 1, 5, 15, 60, 180, 600, 1800, 3600, 10800, 21600)
 #: Distinct error_type label values kept per function (bounds the series a buggy handler can create).
 MAX_ERROR_TYPES = 32
 INIT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -69,6 +71,64 @@ class Metrics:
         )
         self._functions: dict[str, FunctionMetrics] = {}
         self._error_types: dict[str, set[str]] = {}
+        self._define_async(r)
+        self._define_store(r)
+
+    def _define_async(self, r: CollectorRegistry) -> None:
+        self.async_received = Counter(
+            "eventd_async_events_received_total", "Async events committed to a function's queue (answered 202).",
+            ["function"], registry=r,
+        )
+        self.async_event_age = Histogram(
+            "eventd_async_event_age_seconds", "Time from an async event's acceptance to each attempt to run it.",
+            ["function"], buckets=AGE_BUCKETS, registry=r,
+        )
+        self.async_retries = Counter(
+            "eventd_async_retries_total", "Async attempts scheduled again, by cause (error, throttle).",
+            ["function", "cause"], registry=r,
+        )
+        self.async_dropped = Counter(
+            "eventd_async_events_dropped_total",
+            "Async events that ended without a successful run, by Lambda condition and where they were kept "
+            "(dlq, on_failure, dlq+on_failure, or none).",
+            ["function", "reason", "destination"], registry=r,
+        )
+        self.async_redelivered = Counter(
+            "eventd_async_redelivered_total",
+            "Async events in flight when eventd stopped, run again after the restart (may have run twice).",
+            ["function"], registry=r,
+        )
+        self.dlq_writes = Counter(
+            "eventd_dlq_writes_total", "Failed async events written to a dead-letter queue.",
+            ["function", "queue"], registry=r,
+        )
+        self.dlq_write_failures = Counter(
+            "eventd_dlq_write_failures_total", "Dead-letter writes that failed (the event is kept and retried).",
+            ["function", "queue"], registry=r,
+        )
+        self.destination_deliveries = Counter(
+            "eventd_destination_deliveries_total", "Invocation records delivered to a destination, by type.",
+            ["function", "type"], registry=r,
+        )
+        self.destination_failures = Counter(
+            "eventd_destination_failures_total", "Failed attempts to deliver an invocation record (retried).",
+            ["function", "type"], registry=r,
+        )
+
+    def _define_store(self, r: CollectorRegistry) -> None:
+        self.store_commits = Histogram(
+            "eventd_store_commit_operations", "Operations committed together in one store transaction.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048), registry=r,
+        )
+        self.store_commit_seconds = Histogram(
+            "eventd_store_commit_seconds", "Time of one group commit, operations and fsync included.",
+            buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1), registry=r,
+        )
+
+    def observe_commit(self, operations: int, seconds: float) -> None:
+        """Called from the store's writer thread after each group commit (prometheus-client is thread-safe)."""
+        self.store_commits.observe(operations)
+        self.store_commit_seconds.observe(seconds)
 
     def function(self, name: str) -> FunctionMetrics:
         metrics = self._functions.get(name)
@@ -96,6 +156,10 @@ class Metrics:
     def watch_state(self, read: Callable[[], list[FunctionState]]) -> None:
         """Export live state read from `read()` at each scrape."""
         self.registry.register(_StateCollector(read))
+
+    def watch_queues(self, read: Callable[[], dict[str, QueueGauge]]) -> None:
+        """Export queue depths from `read()`: a cache refreshed off the loop, so a scrape never hits disk."""
+        self.registry.register(_QueueCollector(read))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -139,3 +203,46 @@ class _StateCollector(Collector):
         yield warm
         yield processes
         yield InfoMetricFamily("eventd_build", "eventd version.", value={"version": __version__})
+
+
+@dataclass(frozen=True)
+class QueueGauge:
+    """One queue's state for the gauges: counts by state and the age of its oldest message."""
+
+    kind: str  # "async" (a function's async events), "queue", "webhook"
+    name: str
+    visible: int
+    in_flight: int
+    delayed: int
+    oldest_age_seconds: float
+
+
+class _QueueCollector(Collector):
+    def __init__(self, read: Callable[[], dict[str, QueueGauge]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        async_depth = GaugeMetricFamily(
+            "eventd_async_queue_depth", "Async events waiting or running, by state (visible, in_flight, delayed).",
+            labels=["function", "state"],
+        )
+        async_oldest = GaugeMetricFamily(
+            "eventd_async_oldest_event_age_seconds", "Age of the oldest async event of each function.",
+            labels=["function"],
+        )
+        queue_depth = GaugeMetricFamily(
+            "eventd_queue_depth", "Messages in each queue, by state (visible, in_flight, delayed).",
+            labels=["queue", "state"],
+        )
+        queue_oldest = GaugeMetricFamily(
+            "eventd_queue_oldest_message_age_seconds", "Age of the oldest message in each queue.", labels=["queue"]
+        )
+        for gauge in self._read().values():
+            depth, oldest = (async_depth, async_oldest) if gauge.kind == "async" else (queue_depth, queue_oldest)
+            for state in ("visible", "in_flight", "delayed"):
+                depth.add_metric([gauge.name, state], getattr(gauge, state))
+            oldest.add_metric([gauge.name], gauge.oldest_age_seconds)
+        yield async_depth
+        yield async_oldest
+        yield queue_depth
+        yield queue_oldest

@@ -116,6 +116,8 @@ def test_boto3_throttle(daemon: Daemon, tmp_path: Path) -> None:
 def test_boto3_dry_run_and_event(daemon: Daemon) -> None:
     client = lambda_client(daemon)
     assert client.invoke(FunctionName="echo", InvocationType="DryRun")["StatusCode"] == 204
+    response = client.invoke(FunctionName="echo", InvocationType="Event", Payload=b'{"later": true}')
+    assert response["StatusCode"] == 202 and response["Payload"].read() == b""
     with pytest.raises(client.exceptions.ResourceNotFoundException):
         client.invoke(FunctionName="nope", InvocationType="DryRun")
 
@@ -148,8 +150,12 @@ def test_raw_http_edges(daemon: Daemon) -> None:
     assert reply.status == 400 and reply.headers["x-amzn-errortype"] == "InvalidParameterValueException"
     assert "Sideways" in reply.json()["message"]
     reply = http("POST", url, b"{}", {"X-Amz-Invocation-Type": "Event"})
-    assert reply.status == 400 and reply.headers["x-amzn-errortype"] == "InvalidParameterValueException"
-    assert "Event" in reply.json()["message"]
+    assert reply.status == 202 and reply.body == b"" and len(reply.headers["x-amzn-requestid"]) == 36
+    # async payloads are capped at 1 MB, as in Lambda
+    reply = http("POST", url, b'"' + b"x" * (1024 * 1024) + b'"', {"X-Amz-Invocation-Type": "Event"})
+    assert reply.status == 413 and reply.headers["x-amzn-errortype"] == "RequestTooLargeException"
+    reply = http("POST", url, b"{bad", {"X-Amz-Invocation-Type": "Event"})
+    assert reply.status == 400 and reply.headers["x-amzn-errortype"] == "InvalidRequestContentException"
     reply = http("POST", url, b"\x87 not utf-8")
     assert reply.status == 400 and reply.json()["Type"] == "User"
     reply = http("POST", url, b"{}", {"X-Amz-Client-Context": "%%%"})

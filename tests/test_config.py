@@ -68,8 +68,8 @@ BAD_CONFIGS: list[tuple[str, str, list[str]]] = [
         "unknown-top-level-key-no-near-match",
         "zzz: 1\n",
         [
-            "{file}:1: zzz: unknown key; expected one of: drain_timeout, functions, listen, log_level, "
-            "max_concurrency, state_dir"
+            "{file}:1: zzz: unknown key; expected one of: drain_timeout, durability, functions, listen, "
+            "log_level, max_concurrency, queues, state_dir"
         ],
     ),
     (

@@ -120,6 +120,25 @@ def _cross_check(config: Config, loaded: LoadedYaml, file: str) -> list[ConfigPr
 
     for name, spec in config.functions.items():
         problems.extend(_check_function(name, spec, loaded, file))
+    for name, spec in config.functions.items():
+        for key in ("on_success", "on_failure"):
+            destination = getattr(spec.async_, key)
+            path = ("functions", name, "async", key)
+            if destination is None:
+                continue
+            if destination.function is not None:
+                if destination.function == name:
+                    problem((*path, "function"), "a function cannot be its own destination (as in Lambda)")
+                elif destination.function not in config.functions:
+                    problem((*path, "function"), f"expected one of the functions, found {destination.function!r}"
+                            + _suggest(destination.function, config.functions))
+            if destination.queue is not None and destination.queue not in config.queues:
+                problem((*path, "queue"), f"expected one of the queues, found {destination.queue!r}"
+                        + _suggest(destination.queue, config.queues))
+        dead_letter = spec.async_.dead_letter
+        if dead_letter is not None and dead_letter not in config.queues:
+            problem(("functions", name, "async", "dead_letter"),
+                    f"expected one of the queues, found {dead_letter!r}" + _suggest(dead_letter, config.queues))
     reserved = sum(spec.concurrency or 0 for spec in config.functions.values())
     if reserved > config.max_concurrency:
         problem(
@@ -136,6 +155,13 @@ def _cross_check(config: Config, loaded: LoadedYaml, file: str) -> list[ConfigPr
                     f"expected at most the unreserved concurrency ({unreserved}), found {spec.warm}",
                 )
     return problems
+
+
+def _suggest(name: str, known: Any) -> str:
+    matches = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    if matches:
+        return f"; did you mean {matches[0]!r}?"
+    return " (declare it under `queues:`)" if known is not None and not known else ""
 
 
 _EXPECTED = {

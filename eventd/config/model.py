@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,8 +16,10 @@ from pydantic import (
     PlainSerializer,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 
+from eventd.retry import Backoff
 from eventd.units import DURATION_HINT, format_duration, parse_duration
 
 #: The Lambda limits eventd copies (lambda-semantics.md §8.4).
@@ -38,6 +41,7 @@ RESERVED_ENV = frozenset(
 
 _FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _HANDLER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 _ENV_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]+$")
 
 
@@ -87,12 +91,94 @@ def _function_name(name: str) -> str:
     return name
 
 
+def _queue_name(name: str) -> str:
+    if not _QUEUE_NAME.match(name):
+        raise ValueError("expected a queue name of 1-80 letters, digits, '-' or '_'")
+    return name
+
+
 EnvKey = Annotated[str, AfterValidator(_env_key)]
+QueueName = Annotated[str, AfterValidator(_queue_name)]
 FunctionName = Annotated[str, AfterValidator(_function_name)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class BackoffSpec(_Strict):
+    """Exponential backoff: wait `initial`, then `initial * multiplier`, ... up to `max`, each spread by
+    +/- `jitter` (a fraction) so that many retries do not land together."""
+
+    initial: Duration = Field(description="wait before the first retry")
+    max: Duration = Field(description="longest wait between two attempts")
+    multiplier: float = Field(default=2.0, ge=1.0, le=10.0)
+    jitter: float = Field(default=0.1, ge=0.0, le=1.0)
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds before retry number `attempt` (see eventd.retry.Backoff)."""
+        return Backoff(self.initial, max(self.max, self.initial), self.multiplier, self.jitter).delay(attempt, rng)
+
+
+class WebhookSpec(_Strict):
+    url: str = Field(description="http(s) URL that receives the invocation record as a JSON POST")
+    headers: dict[str, str] = Field(default_factory=dict, description="extra request headers")
+    timeout: Duration = Field(default=10.0, description="how long one delivery attempt may take")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("expected an http:// or https:// URL")
+        return value
+
+
+class DestinationSpec(_Strict):
+    """Where an invocation record goes: exactly one of `function`, `queue` or `webhook`."""
+
+    function: str | None = Field(default=None, description="invoke this function asynchronously with the record")
+    queue: str | None = Field(default=None, description="send the record to this queue")
+    webhook: WebhookSpec | None = Field(default=None, description="POST the record to this URL")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> DestinationSpec:
+        if sum(x is not None for x in (self.function, self.queue, self.webhook)) != 1:
+            raise ValueError("expected exactly one of function, queue or webhook")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "function" if self.function else "queue" if self.queue else "webhook"
+
+
+class AsyncSpec(_Strict):
+    """How asynchronous invocations of a function are retried and where their results go (Lambda's
+    FunctionEventInvokeConfig and DeadLetterConfig)."""
+
+    max_retries: int = Field(default=2, ge=0, le=100, description="retries after function errors (Lambda: 0-2)")
+    max_event_age: Duration = Field(default=21600.0, description="events older than this are not run (60s-6h)")
+    retry_backoff: BackoffSpec = Field(
+        default_factory=lambda: BackoffSpec(initial=60.0, max=300.0),
+        description="waits between attempts after function errors (Lambda: 1 minute, then 2)",
+    )
+    throttle_backoff: BackoffSpec = Field(
+        default_factory=lambda: BackoffSpec(initial=1.0, max=300.0),
+        description="waits between attempts that were throttled (Lambda: 1 second growing to 5 minutes)",
+    )
+    on_success: DestinationSpec | None = None
+    on_failure: DestinationSpec | None = None
+    dead_letter: str | None = Field(default=None, description="queue that receives failed events, unchanged")
+
+    @field_validator("max_event_age")
+    @classmethod
+    def _check_age(cls, value: float) -> float:
+        if not 60.0 <= value <= 21600.0:
+            raise ValueError("expected a max_event_age from 60s to 6h, as Lambda allows")
+        return value
+
+
+class QueueSpec(_Strict):
+    """An embedded durable queue (SQS semantics)."""
 
 
 class FunctionSpec(_Strict):
@@ -115,6 +201,8 @@ class FunctionSpec(_Strict):
     warm: int = Field(default=0, ge=0, description="processes kept started and initialised")
     idle_timeout: Duration = Field(default=300.0, description="a process above `warm` is stopped after this idle")
     description: str = Field(default="", max_length=256)
+    async_: AsyncSpec = Field(default_factory=AsyncSpec, alias="async",
+                              description="retries, max event age and destinations of async invocations")
 
     @field_validator("handler")
     @classmethod
@@ -145,7 +233,12 @@ class Config(_Strict):
         default=30.0, description="on SIGTERM, how long in-flight invocations may take to finish"
     )
     log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
+    durability: str = Field(
+        default="normal", pattern="^(normal|full)$",
+        description="normal: a process crash loses nothing; full: also a power cut (fsync every commit)",
+    )
     functions: dict[FunctionName, FunctionSpec] = Field(default_factory=dict)
+    queues: dict[QueueName, QueueSpec] = Field(default_factory=dict)
 
     @field_validator("listen")
     @classmethod

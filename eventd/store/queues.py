@@ -9,6 +9,8 @@ log, say) can stand behind the same methods.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 import time
 import uuid
@@ -268,3 +270,10 @@ class QueueStore:
 
     async def next_visible_at(self, queue: str) -> float | None:
         return await self.store.read(read_next_visible_at(queue))
+
+    async def wait_for_visible(self, queue: str, wake: asyncio.Event, longest: float = 60.0) -> None:
+        """Sleep until `wake` is set (a send) or the next delayed message of `queue` becomes visible."""
+        next_visible = await self.next_visible_at(queue)
+        timeout = longest if next_visible is None else max(0.0, min(next_visible - self.clock(), longest))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout)

@@ -1,0 +1,116 @@
+"""The admin API on the loopback listener: daemon status and operator tools for queues (DLQs)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from eventd import __version__
+from eventd.api import ApiError, async_key, invoker_key, ready_key
+from eventd.dlq import describe, redrive
+from eventd.runtimes.pool import REGION
+
+_JSON = "application/json"
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type=_JSON)
+
+
+async def status(request: web.Request) -> web.Response:
+    invoker = request.app[invoker_key]
+    ready = request.app[ready_key]
+    functions = []
+    for name, pool in invoker.pools.items():
+        spec = pool.spec
+        functions.append(
+            {
+                "name": name,
+                "handler": spec.handler,
+                "processes": pool.counts(),
+                "concurrency_in_use": invoker.dispatcher.in_use(name),
+                "concurrency_limit": invoker.dispatcher.limit(name),
+                "reserved": spec.concurrency,
+                "warm": spec.warm,
+                "last_init_error": pool.last_init_error,
+            }
+        )
+    return _json(
+        {
+            "version": __version__,
+            "uptime_seconds": round(time.monotonic() - ready.get("started", time.monotonic()), 3),
+            "max_concurrency": invoker.dispatcher.max_concurrency,
+            "concurrency_in_use": invoker.dispatcher.total_in_use,
+            "region": REGION,
+            "functions": functions,
+        }
+    )
+
+
+def _queue(request: web.Request) -> str:
+    name = request.match_info["queue"]
+    if name not in request.app[invoker_key].config.queues:
+        raise ApiError(404, "QueueDoesNotExist", f"Queue not found: {name}", message_key="Message")
+    return name
+
+
+def _limit(request: web.Request, default: int) -> int:
+    raw = request.query.get("limit", str(default))
+    if not raw.isdigit() or int(raw) < 1:
+        raise ApiError(400, "InvalidParameterValueException", f"limit must be a whole number above 0, found {raw!r}")
+    return int(raw)
+
+
+async def list_messages(request: web.Request) -> web.Response:
+    queue = _queue(request)
+    queues = request.app[async_key].queues
+    messages = await queues.peek(queue, _limit(request, 50))
+    stats = (await queues.stats(queue)).get(queue)
+    return _json({"queue": queue, "depth": stats.depth if stats else 0,
+                  "messages": [describe(m, full=False) for m in messages]})
+
+
+async def show_message(request: web.Request) -> web.Response:
+    queue = _queue(request)
+    message = await request.app[async_key].queues.get(queue, request.match_info["id"])
+    if message is None:
+        raise ApiError(404, "MessageNotFound", f"No message {request.match_info['id']} in {queue}",
+                       message_key="Message")
+    return _json(describe(message, full=True))
+
+
+async def redrive_messages(request: web.Request) -> web.Response:
+    queue = _queue(request)
+    try:
+        options = orjson.loads(await request.read() or b"{}")
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "InvalidRequestContentException", "expected a JSON body") from None
+    functions = set(request.app[invoker_key].config.functions)
+    to = options.get("to")
+    if to is not None and to not in functions:
+        raise ApiError(404, "ResourceNotFoundException", f"Function not found: {to}", message_key="Message")
+    limit = options.get("limit")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ApiError(400, "InvalidParameterValueException", "limit must be a whole number above 0")
+    asyncq = request.app[async_key]
+    report = await redrive(asyncq.queues, queue, functions, to, limit)
+    for function in report.to:
+        asyncq.wake(function)
+    return _json({"queue": queue, "redriven": report.redriven, "to": report.to, "skipped": report.skipped})
+
+
+async def purge(request: web.Request) -> web.Response:
+    queue = _queue(request)
+    purged = await request.app[async_key].queues.purge(queue)
+    return _json({"queue": queue, "purged": purged})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/admin/status", status)
+    app.router.add_get("/admin/queues/{queue}/messages", list_messages)
+    app.router.add_get("/admin/queues/{queue}/messages/{id}", show_message)
+    app.router.add_post("/admin/queues/{queue}/redrive", redrive_messages)
+    app.router.add_delete("/admin/queues/{queue}/messages", purge)

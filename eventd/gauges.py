@@ -1,0 +1,66 @@
+"""Keeps the queue gauges fresh: reads queue stats off the loop every few seconds, so a Prometheus
+scrape reads a cache and never waits on the disk."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from eventd.asyncevents import ASYNC_PREFIX
+from eventd.config.model import Config
+from eventd.destinations import WEBHOOK_PREFIX
+from eventd.metrics import Metrics, QueueGauge
+from eventd.store.queues import QueueStats, QueueStore
+
+log = logging.getLogger(__name__)
+
+REFRESH_S = 2.0
+
+
+class QueueGauges:
+    def __init__(self, config: Config, queues: QueueStore, metrics: Metrics) -> None:
+        self._config = config
+        self._queues = queues
+        self._cache: dict[str, QueueGauge] = {}
+        self._task: asyncio.Task[None] | None = None
+        metrics.watch_queues(lambda: self._cache)
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._task = asyncio.create_task(self._loop(), name="queue-gauges")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def refresh(self) -> None:
+        stats = await self._queues.stats()
+        now = self._queues.clock()
+        empty = QueueStats(0, 0, 0, None)
+        cache: dict[str, QueueGauge] = {}
+        names = {f"{ASYNC_PREFIX}{f}" for f in self._config.functions} | set(self._config.queues) | set(stats)
+        for name in sorted(names):
+            s = stats.get(name, empty)
+            if name.startswith(ASYNC_PREFIX):
+                kind, label = "async", name.removeprefix(ASYNC_PREFIX)
+            elif name.startswith(WEBHOOK_PREFIX):
+                kind, label = "webhook", name
+            else:
+                kind, label = "queue", name
+            age = max(0.0, now - s.oldest_sent_at) if s.oldest_sent_at is not None else 0.0
+            cache[name] = QueueGauge(kind, label, s.visible, s.in_flight, s.delayed, age)
+        self._cache = cache
+
+    def get(self, name: str) -> QueueGauge | None:
+        return self._cache.get(name)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_S)
+            try:
+                await self.refresh()
+            except Exception as exc:  # noqa: BLE001 - gauges going stale must not stop anything
+                log.warning("Cannot refresh queue gauges: %s.", exc)
