@@ -302,4 +302,6 @@ class _Runner:
             raise
         except Exception:  # noqa: BLE001 - one event's bug must not stop the others; it comes back after its lease
             log.exception("Async event %s of %s failed inside eventd.", message.id, self.function)
+        # the event may have been rescheduled sooner than the runner's current wait: let it look again
+        self.wake.set()
 

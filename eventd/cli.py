@@ -69,8 +69,29 @@ def _parser() -> argparse.ArgumentParser:
     payload.add_argument("--payload", help="JSON event (default {})")
     payload.add_argument("--payload-file", help="file holding the JSON event ('-' for stdin)")
     invoke.add_argument("--log", action="store_true", help="also print the invocation's log tail on stderr")
+    invoke.add_argument("--async", dest="is_async", action="store_true",
+                        help="invoke asynchronously: print the request id once the event is stored")
     _daemon_options(invoke)
     invoke.set_defaults(handler=cmd_invoke)
+
+    dlq = commands.add_parser("dlq", help="inspect and redrive dead-letter (and destination) queues")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    dlq_list = dlq_commands.add_parser("list", help="list the messages of a queue, oldest first")
+    dlq_list.add_argument("queue")
+    dlq_list.add_argument("--limit", type=_positive, default=50)
+    dlq_list.add_argument("--json", action="store_true", help="print the raw JSON")
+    dlq_show = dlq_commands.add_parser("show", help="show one message in full")
+    dlq_show.add_argument("queue")
+    dlq_show.add_argument("id")
+    dlq_redrive = dlq_commands.add_parser("redrive", help="send messages back to their function (or --to)")
+    dlq_redrive.add_argument("queue")
+    dlq_redrive.add_argument("--to", metavar="FUNCTION", help="invoke this function instead of the original")
+    dlq_redrive.add_argument("--limit", type=_positive, help="redrive at most this many")
+    dlq_purge = dlq_commands.add_parser("purge", help="delete every message of a queue")
+    dlq_purge.add_argument("queue")
+    for sub in (dlq_list, dlq_show, dlq_redrive, dlq_purge):
+        _daemon_options(sub)
+    dlq.set_defaults(handler=cmd_dlq)
 
     status = commands.add_parser("status", help="functions, processes and concurrency of the running daemon")
     status.add_argument("--json", action="store_true", help="print the raw JSON")
@@ -159,11 +180,16 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_invoke(args: argparse.Namespace) -> int:
     payload = _read_payload(args)
     headers = {"Content-Type": "application/json"}
+    if args.is_async:
+        headers["X-Amz-Invocation-Type"] = "Event"
     if args.log:
         headers["X-Amz-Log-Type"] = "Tail"
     reply = _call(args, "POST", f"/2015-03-31/functions/{quote(args.name, safe='')}/invocations", payload, headers)
     if reply.status >= 400:
         raise CliError(_api_error(reply))
+    if args.is_async:
+        print(reply.headers.get("x-amzn-RequestId", ""))
+        return EXIT_OK
     if args.log and "X-Amz-Log-Result" in reply.headers:
         import base64
 
@@ -197,6 +223,61 @@ def _read_payload(args: argparse.Namespace) -> bytes:
     return data
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number above 0, found {text!r}")
+    return int(text)
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    queue = quote(args.queue, safe="")
+    if args.dlq_command == "list":
+        reply = _call(args, "GET", f"/admin/queues/{queue}/messages?limit={args.limit}")
+        body = _admin_json(reply)
+        if args.json:
+            print(json.dumps(body, indent=2))
+            return EXIT_OK
+        print(f"{body['queue']}: {body['depth']} messages" + (f" (showing {len(body['messages'])})"
+                                                             if body["depth"] > len(body["messages"]) else ""))
+        rows = [("ID", "SENT", "FUNCTION", "REQUEST ID", "CONDITION", "ERROR")]
+        for m in body["messages"]:
+            error = (m.get("error_message") or "")[:60]
+            rows.append((m["id"], m["sent_at"], m.get("function") or "-", m.get("request_id") or "-",
+                         m.get("condition") or "-", error))
+        _print_table(rows)
+    elif args.dlq_command == "show":
+        reply = _call(args, "GET", f"/admin/queues/{queue}/messages/{quote(args.id, safe='')}")
+        print(json.dumps(_admin_json(reply), indent=2))
+    elif args.dlq_command == "redrive":
+        options: dict[str, Any] = {"to": args.to, "limit": args.limit}
+        body = json.dumps({k: v for k, v in options.items() if v is not None}).encode()
+        result = _admin_json(_call(args, "POST", f"/admin/queues/{queue}/redrive", body,
+                                   {"Content-Type": "application/json"}))
+        targets = ", ".join(f"{n} to {f}" for f, n in sorted(result["to"].items())) or "none"
+        print(f"redriven {result['redriven']} from {result['queue']} ({targets})")
+        for skipped in result["skipped"]:
+            print(f"skipped {skipped['id']}: {skipped['reason']}", file=sys.stderr)
+    else:
+        result = _admin_json(_call(args, "DELETE", f"/admin/queues/{queue}/messages"))
+        print(f"purged {result['purged']} messages from {result['queue']}")
+    return EXIT_OK
+
+
+def _admin_json(reply: Any) -> Any:
+    if reply.status != 200:
+        raise CliError(_api_error(reply))
+    try:
+        return reply.json()
+    except ValueError:
+        raise CliError(f"the daemon answered something that is not JSON (HTTP {reply.status})") from None
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     reply = _call(args, "GET", "/admin/status")
     if reply.status != 200:
@@ -217,9 +298,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         cap = f"{fn['concurrency_limit']}" + ("" if fn["reserved"] is not None else " (shared)")
         rows.append((fn["name"], fn["handler"], str(p["idle"]), str(p["busy"]), str(p["starting"]),
                      str(fn["concurrency_in_use"]), cap, str(fn["warm"])))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    _print_table(rows)
     for fn in status["functions"]:
         if fn.get("last_init_error"):
             error = fn["last_init_error"]
