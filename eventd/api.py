@@ -292,3 +292,14 @@ def build_app(invoker: Invoker, metrics_: Metrics, async_: AsyncInvocations) -> 
     app.router.add_get("/metrics", metrics)
     admin.add_routes(app)
     return app
+
+
+def add_producer_api(app: web.Application, queues: Any, streams: Any, mappings: Any, metrics_: Metrics) -> None:
+    """The queue and stream producer endpoints, beside the Invoke API on the same listener."""
+    from eventd import producers
+
+    app[producers.queues_key] = queues
+    app[producers.streams_key] = streams
+    app[producers.mappings_key] = mappings
+    app[producers.metrics_key] = metrics_
+    producers.add_routes(app)

@@ -18,15 +18,18 @@ import time
 
 from aiohttp import web
 
-from eventd.api import build_app, ready_key
+from eventd.api import add_producer_api, build_app, ready_key
 from eventd.asyncq import AsyncInvocations
 from eventd.config.model import Config, parse_listen
 from eventd.invoke import Invoker
 from eventd.logs import DaemonLogging
 from eventd.gauges import QueueGauges
+from eventd.mappings import Mappings
+from eventd.retention import Retention
 from eventd.metrics import Metrics
 from eventd.store.engine import Store
 from eventd.store.queues import QueueStore
+from eventd.store.streams import StreamStore
 from eventd.systemd import notify, watchdog, watchdog_interval
 
 log = logging.getLogger(__name__)
@@ -75,10 +78,14 @@ class Daemon:
             log.error("Cannot open the store %s: %s.", store.path, exc)
             return EXIT_STARTUP
         queues = QueueStore(store)
+        streams = StreamStore(store, queues.clock)
         invoker = Invoker(config, metrics, logs)
         asyncq = AsyncInvocations(config, invoker, queues, metrics)
+        mappings = Mappings(config, invoker, queues, streams, metrics, asyncq.webhooks, asyncq.wake)
         gauges = QueueGauges(config, queues, metrics)
+        retention = Retention(config, queues, streams)
         app = build_app(invoker, metrics, asyncq)
+        add_producer_api(app, queues, streams, mappings, metrics)
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=config.drain_timeout)
         await runner.setup()
         host, port = parse_listen(config.listen)
@@ -95,7 +102,9 @@ class Daemon:
         started = time.perf_counter()
         await invoker.start()
         await asyncq.start()
+        await mappings.start()
         await gauges.start()
+        await retention.start()
         warm = sum(spec.warm for spec in config.functions.values())
         up = sum(pool.counts()["idle"] for pool in invoker.pools.values())
         log.info("Ready: %d of %d warm processes started in %.0f ms.", up, warm, (time.perf_counter() - started) * 1000)
@@ -111,7 +120,8 @@ class Daemon:
         in_flight = invoker.dispatcher.total_in_use
         log.info("Stopping: waiting up to %.0f s for %d in-flight invocations.", config.drain_timeout, in_flight)
         # stop taking work from both doors at once, and give both the same drain deadline
-        drain = asyncio.gather(runner.cleanup(), asyncq.stop(config.drain_timeout))
+        drain = asyncio.gather(runner.cleanup(), asyncq.stop(config.drain_timeout),
+                               mappings.stop(config.drain_timeout))
         forced = asyncio.create_task(self._force.wait())
         await asyncio.wait({drain, forced}, return_when=asyncio.FIRST_COMPLETED)
         if not drain.done():
@@ -123,6 +133,7 @@ class Daemon:
         if pinger:
             pinger.cancel()
         await gauges.stop()
+        await retention.stop()
         await invoker.stop()
         await store.close()
         log.info("Stopped.")

@@ -37,15 +37,23 @@ def webhook_queue(function: str, key: str) -> str:
 
 
 def destination_ops(destination: DestinationSpec, function: str, condition: str, record: bytes,
-                    now: float) -> list[Operation[Any]]:
-    """The store writes that hand `record` to `destination`, to run in the event's own transaction."""
+                    now: float, outbox: str | None = None) -> list[Operation[Any]]:
+    """The store writes that hand `record` to `destination`, to run in the event's own transaction.
+
+    `outbox` names the webhook outbox when the record is not a function's own (a mapping's on_failure).
+    """
     origin = {"kind": "record", "fn": function, "condition": condition}
     if destination.function is not None:
         return [op_send(async_queue(destination.function), [new_event(record, destination.function)], now)]
     if destination.queue is not None:
         return [op_send(destination.queue, [NewMessage(record, meta=origin)], now)]
     key = "on_success" if condition == "Success" else "on_failure"
-    return [op_send(webhook_queue(function, key), [NewMessage(record, meta=origin)], now)]
+    return [op_send(outbox or webhook_queue(function, key), [NewMessage(record, meta=origin)], now)]
+
+
+def mapping_outbox(mapping: str) -> str:
+    """The webhook outbox of a stream mapping's on_failure destination."""
+    return f"{WEBHOOK_PREFIX}{mapping}:on_failure"
 
 
 class WebhookDelivery:
@@ -60,15 +68,24 @@ class WebhookDelivery:
                 destination: DestinationSpec | None = getattr(spec.async_, key)
                 if destination is not None and destination.webhook is not None:
                     self._targets[webhook_queue(name, key)] = (name, destination.webhook)
+        from eventd.config import mapping_name
+
+        for route in config.routes:
+            on_failure = getattr(route, "on_failure", None)
+            if on_failure is not None and on_failure.webhook is not None:
+                self._targets[mapping_outbox(mapping_name(route))] = (route.function, on_failure.webhook)
         self._wake = {queue: asyncio.Event() for queue in self._targets}
         self._tasks: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
 
     def wake(self, function: str) -> None:
         for key in ("on_success", "on_failure"):
-            event = self._wake.get(webhook_queue(function, key))
-            if event is not None:
-                event.set()
+            self.wake_outbox(webhook_queue(function, key))
+
+    def wake_outbox(self, outbox: str) -> None:
+        event = self._wake.get(outbox)
+        if event is not None:
+            event.set()
 
     async def start(self) -> None:
         if not self._targets:

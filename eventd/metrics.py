@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, disable_created_metrics, Counter, Histogram, ProcessCollector, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, ProcessCollector, generate_latest
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
@@ -72,6 +72,7 @@ class Metrics:
         self._functions: dict[str, FunctionMetrics] = {}
         self._error_types: dict[str, set[str]] = {}
         self._define_async(r)
+        self._define_mappings(r)
         self._define_store(r)
 
     def _define_async(self, r: CollectorRegistry) -> None:
@@ -113,6 +114,41 @@ class Metrics:
         self.destination_failures = Counter(
             "eventd_destination_failures_total", "Failed attempts to deliver an invocation record (retried).",
             ["function", "type"], registry=r,
+        )
+
+    def _define_mappings(self, r: CollectorRegistry) -> None:
+        self.queue_sent = Counter("eventd_queue_messages_sent_total", "Messages committed to a queue by producers.",
+                                  ["queue"], registry=r)
+        self.queue_dead_lettered = Counter(
+            "eventd_queue_dead_lettered_total",
+            "Messages moved to a queue's dead-letter queue after max_receive_count receives.",
+            ["queue", "dead_letter"], registry=r,
+        )
+        self.stream_records = Counter("eventd_stream_records_put_total", "Records committed to a stream.",
+                                      ["stream"], registry=r)
+        self.mapping_batches = Counter(
+            "eventd_mapping_batches_total",
+            "Batches a mapping handed to its function, by outcome (success, partial, failure, throttled).",
+            ["mapping", "outcome"], registry=r,
+        )
+        self.mapping_batch_size = Histogram(
+            "eventd_mapping_batch_records", "Records in each batch a mapping invoked its function with.",
+            ["mapping"], buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000), registry=r,
+        )
+        self.mapping_filtered = Counter(
+            "eventd_mapping_records_filtered_total", "Records that matched none of a mapping's filters.",
+            ["mapping"], registry=r,
+        )
+        self.mapping_discarded = Counter(
+            "eventd_mapping_records_discarded_total",
+            "Stream records given up on (RetryAttemptsExhausted, RecordAgeExceeded), by where the failure "
+            "record went (queue, function, webhook, none).",
+            ["mapping", "condition", "destination"], registry=r,
+        )
+        self.iterator_age = Gauge(
+            "eventd_stream_iterator_age_seconds",
+            "Age of the last record of the latest batch when it was sent (Lambda's IteratorAge).",
+            ["mapping", "shard"], registry=r,
         )
 
     def _define_store(self, r: CollectorRegistry) -> None:

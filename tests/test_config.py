@@ -69,7 +69,7 @@ BAD_CONFIGS: list[tuple[str, str, list[str]]] = [
         "zzz: 1\n",
         [
             "{file}:1: zzz: unknown key; expected one of: drain_timeout, durability, functions, listen, "
-            "log_level, max_concurrency, queues, state_dir"
+            "log_level, max_concurrency, queues, routes, state_dir, streams"
         ],
     ),
     (

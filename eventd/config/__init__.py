@@ -12,8 +12,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from eventd.config.loader import LoadedYaml, dotted, load_yaml
-from eventd.config.model import Config, FunctionSpec, json_schema
+from eventd.config.model import Config, FunctionSpec, QueueRouteSpec, StreamRouteSpec, json_schema
 from eventd.errors import ConfigError, ConfigProblem
+
+ROUTE_MODELS = {"queue": QueueRouteSpec, "stream": StreamRouteSpec}
 
 __all__ = ["Config", "ConfigError", "FunctionSpec", "json_schema", "load", "load_text"]
 
@@ -139,6 +141,14 @@ def _cross_check(config: Config, loaded: LoadedYaml, file: str) -> list[ConfigPr
         if dead_letter is not None and dead_letter not in config.queues:
             problem(("functions", name, "async", "dead_letter"),
                     f"expected one of the queues, found {dead_letter!r}" + _suggest(dead_letter, config.queues))
+    for name, queue in config.queues.items():
+        if queue.dead_letter is not None:
+            if queue.dead_letter == name:
+                problem(("queues", name, "dead_letter"), "a queue cannot be its own dead-letter queue")
+            elif queue.dead_letter not in config.queues:
+                problem(("queues", name, "dead_letter"), f"expected one of the queues, found {queue.dead_letter!r}"
+                        + _suggest(queue.dead_letter, config.queues))
+    problems.extend(_check_routes(config, loaded, file))
     reserved = sum(spec.concurrency or 0 for spec in config.functions.values())
     if reserved > config.max_concurrency:
         problem(
@@ -155,6 +165,55 @@ def _cross_check(config: Config, loaded: LoadedYaml, file: str) -> list[ConfigPr
                     f"expected at most the unreserved concurrency ({unreserved}), found {spec.warm}",
                 )
     return problems
+
+
+def _check_routes(config: Config, loaded: LoadedYaml, file: str) -> list[ConfigProblem]:
+    problems: list[ConfigProblem] = []
+
+    def problem(path: tuple[str | int, ...], message: str) -> None:
+        problems.append(ConfigProblem(file, loaded.line_of(path, key=True), dotted(path), message))
+
+    names: dict[str, int] = {}
+    for index, route in enumerate(config.routes):
+        path: tuple[str | int, ...] = ("routes", index)
+        function = config.functions.get(route.function)
+        if function is None:
+            problem((*path, "function"), f"expected one of the functions, found {route.function!r}"
+                    + _suggest(route.function, config.functions))
+        if isinstance(route, QueueRouteSpec):
+            queue = config.queues.get(route.queue)
+            if queue is None:
+                problem((*path, "queue"), f"expected one of the queues, found {route.queue!r}"
+                        + _suggest(route.queue, config.queues))
+            elif function is not None and function.timeout > queue.visibility_timeout:
+                # as Lambda: a batch must finish before its messages become visible to another poller
+                problem((*path, "queue"), f"expected a queue whose visibility_timeout ({queue.visibility_timeout:g}s)"
+                        f" is at least the function's timeout ({function.timeout:g}s)")
+        else:
+            if route.stream not in config.streams:
+                problem((*path, "stream"), f"expected one of the streams, found {route.stream!r}"
+                        + _suggest(route.stream, config.streams))
+            destination = route.on_failure
+            if destination is not None:
+                if destination.function is not None and destination.function not in config.functions:
+                    problem((*path, "on_failure", "function"), f"expected one of the functions, found "
+                            f"{destination.function!r}" + _suggest(destination.function, config.functions))
+                if destination.queue is not None and destination.queue not in config.queues:
+                    problem((*path, "on_failure", "queue"), f"expected one of the queues, found "
+                            f"{destination.queue!r}" + _suggest(destination.queue, config.queues))
+        name = mapping_name(route)
+        if name in names:
+            problem((*path, "name"), f"two routes are both named {name!r} (routes[{names[name]}]); give one a `name`")
+        names[name] = index
+    return problems
+
+
+def mapping_name(route: QueueRouteSpec | StreamRouteSpec) -> str:
+    """The mapping's name in metrics, status and checkpoints: `name`, or `source->function`."""
+    if route.name:
+        return route.name
+    source = route.queue if isinstance(route, QueueRouteSpec) else route.stream
+    return f"{source}->{route.function}"
 
 
 def _suggest(name: str, known: Any) -> str:
@@ -185,6 +244,16 @@ def _translate(error: Any, loaded: LoadedYaml, file: str) -> ConfigProblem:
     loc: tuple[str | int, ...] = tuple(error["loc"])
     kind = error["type"]
     found = _describe(error.get("input"))
+    route_model = None
+    if len(loc) >= 3 and loc[0] == "routes" and loc[2] in ROUTE_MODELS:
+        # a tagged union puts the tag (the route's source kind) into the path: the YAML has no such level
+        route_model = ROUTE_MODELS[str(loc[2])]
+        loc = (*loc[:2], *loc[3:])
+    if kind == "extra_forbidden" and route_model is not None:
+        allowed = [field.alias or name for name, field in route_model.model_fields.items()]
+        matches = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
+        hint = f"; did you mean {matches[0]!r}?" if matches else f"; expected one of: {', '.join(sorted(allowed))}"
+        return ConfigProblem(file, loaded.line_of(loc, key=True), dotted(loc), f"unknown key{hint}")
     if loc and loc[-1] == "[key]":
         # a bad mapping key: pydantic appends a marker; the operator edits the key itself
         loc = loc[:-1]

@@ -5,15 +5,17 @@ from __future__ import annotations
 import random
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    Discriminator,
     BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
+    Tag,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -180,6 +182,142 @@ class AsyncSpec(_Strict):
 class QueueSpec(_Strict):
     """An embedded durable queue (SQS semantics)."""
 
+    visibility_timeout: Duration = Field(
+        default=30.0, description="how long a received message stays hidden before it can be received again"
+    )
+    retention: Duration = Field(default=345600.0, description="messages older than this are deleted (SQS: 1m-14d)")
+    delay: Duration = Field(default=0.0, description="every message becomes visible this long after it is sent")
+    max_message_size: int = Field(default=1024 * 1024, ge=1, le=1024 * 1024, description="largest body, bytes")
+    dead_letter: str | None = Field(default=None, description="queue that receives messages received too often")
+    max_receive_count: int = Field(
+        default=10, ge=1, le=1000, description="receives after which a message moves to `dead_letter`"
+    )
+
+    @field_validator("visibility_timeout")
+    @classmethod
+    def _check_visibility(cls, value: float) -> float:
+        if value > 43200:
+            raise ValueError("expected a visibility_timeout of at most 12h, as SQS allows")
+        return value
+
+    @field_validator("retention")
+    @classmethod
+    def _check_retention(cls, value: float) -> float:
+        if not 60.0 <= value <= 1209600.0:
+            raise ValueError("expected a retention from 1m to 14d, as SQS allows")
+        return value
+
+    @field_validator("delay")
+    @classmethod
+    def _check_delay(cls, value: float) -> float:
+        if value > 900:
+            raise ValueError("expected a delay of at most 15m, as SQS allows")
+        return value
+
+
+class StreamSpec(_Strict):
+    """An embedded durable stream (Kinesis semantics): records ordered per shard, kept for `retention`."""
+
+    shards: int = Field(default=1, ge=1, le=256, description="records are spread over shards by partition key")
+    retention: Duration = Field(default=86400.0, description="records older than this are trimmed (Kinesis: 24h-365d)")
+
+    @field_validator("retention")
+    @classmethod
+    def _check_retention(cls, value: float) -> float:
+        if not 3600.0 <= value <= 365 * 86400.0:
+            raise ValueError("expected a retention from 1h to 365d")
+        return value
+
+
+Pattern = dict[str, Any] | str
+
+
+class _MappingBase(_Strict):
+    function: str = Field(description="the function invoked with each batch")
+    name: str | None = Field(default=None, description="names the mapping in metrics and status (default: source->function)")
+    batching_window: Duration = Field(default=0.0, description="wait this long for a fuller batch (0-300s)")
+    max_batch_bytes: int = Field(default=6 * 1024 * 1024, ge=1, le=6 * 1024 * 1024,
+                                 description="a batch is flushed before its records reach this many bytes")
+    filters: list[Pattern] = Field(default_factory=list, max_length=10,
+                                   description="Lambda filter patterns; a record passes if any matches")
+    report_batch_item_failures: bool = Field(default=False, description="honour `batchItemFailures` responses")
+    enabled: bool = True
+
+    @field_validator("batching_window")
+    @classmethod
+    def _check_window(cls, value: float) -> float:
+        if value > 300:
+            raise ValueError("expected a batching_window of at most 300s, as Lambda allows")
+        return value
+
+    @field_validator("filters")
+    @classmethod
+    def _check_filters(cls, value: list[Pattern]) -> list[Pattern]:
+        from eventd.patterns import compile_filters
+
+        compile_filters(value)  # raises PatternError (a ValueError) with the path of the bad part
+        return value
+
+
+class QueueRouteSpec(_MappingBase):
+    """An event source mapping from a queue: batches of messages in Lambda's SQS event shape."""
+
+    queue: str = Field(description="the queue read")
+    kind: ClassVar[str] = "queue"
+    batch_size: int = Field(default=10, ge=1, le=10000)
+    max_concurrency: int | None = Field(default=None, ge=1, le=1000,
+                                        description="most batches of this mapping running at once")
+
+
+class StreamRouteSpec(_MappingBase):
+    """An event source mapping from a stream: ordered batches per shard in Lambda's Kinesis event shape."""
+
+    stream: str = Field(description="the stream read")
+    kind: ClassVar[str] = "stream"
+    batch_size: int = Field(default=100, ge=1, le=10000)
+    starting_position: str = Field(default="latest", pattern="^(trim_horizon|latest|at_timestamp)$")
+    starting_position_timestamp: float | None = Field(default=None, ge=0, description="Unix seconds, for at_timestamp")
+    parallelization_factor: int = Field(default=1, ge=1, le=10,
+                                        description="batches per shard at once; order is kept per partition key")
+    bisect_batch_on_function_error: bool = False
+    max_retry_attempts: int = Field(default=-1, ge=-1, le=10000, description="-1: retry until the records expire")
+    max_record_age: Duration | None = Field(default=None, description="records older than this are not retried "
+                                                                       "(60s-7d; unset: until they expire)")
+    on_failure: DestinationSpec | None = Field(default=None, description="receives a record pointing at a "
+                                                                          "discarded batch")
+
+    @field_validator("max_record_age")
+    @classmethod
+    def _check_age(cls, value: float | None) -> float | None:
+        if value is not None and not 60.0 <= value <= 604800.0:
+            raise ValueError("expected a max_record_age from 60s to 7d, as Lambda allows")
+        return value
+
+    @model_validator(mode="after")
+    def _check_timestamp(self) -> StreamRouteSpec:
+        if self.starting_position == "at_timestamp" and self.starting_position_timestamp is None:
+            raise ValueError("starting_position at_timestamp needs starting_position_timestamp")
+        return self
+
+
+def _route_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        for kind in ("queue", "stream"):
+            if kind in value:
+                return kind
+        return None
+    return getattr(value, "kind", None)
+
+
+RouteSpec = Annotated[
+    Annotated[QueueRouteSpec, Tag("queue")] | Annotated[StreamRouteSpec, Tag("stream")],
+    Discriminator(
+        _route_kind,
+        custom_error_type="route_source",
+        custom_error_message="expected a route with one source: queue or stream",
+    ),
+]
+
 
 class FunctionSpec(_Strict):
     """One function: its handler code and how its processes run."""
@@ -239,6 +377,8 @@ class Config(_Strict):
     )
     functions: dict[FunctionName, FunctionSpec] = Field(default_factory=dict)
     queues: dict[QueueName, QueueSpec] = Field(default_factory=dict)
+    streams: dict[QueueName, StreamSpec] = Field(default_factory=dict)
+    routes: list[RouteSpec] = Field(default_factory=list, description="what connects each source to a function")
 
     @field_validator("listen")
     @classmethod

@@ -79,6 +79,30 @@ def op_send(queue: str, messages: Sequence[NewMessage], now: float) -> Operation
     return run
 
 
+@dataclass(frozen=True)
+class Redrive:
+    """A queue's redrive policy: a message received more than `max_receive_count` times moves to `dead_letter`."""
+
+    dead_letter: str
+    max_receive_count: int
+
+
+def op_dead_letter_exhausted(queue: str, redrive: Redrive, now: float, limit: int) -> Operation[int]:
+    """As SQS: a message about to be received once more than allowed goes to the dead-letter queue
+    instead, keeping its id, body, attributes and sent time. Returns how many moved."""
+
+    def run(conn: sqlite3.Connection) -> int:
+        return conn.execute(
+            """UPDATE messages SET queue = ?, visible_at = ?, in_flight = 0, receive_count = 0,
+                   first_received_at = NULL
+               WHERE seq IN (SELECT seq FROM messages WHERE queue = ? AND visible_at <= ?
+                             AND receive_count >= ? ORDER BY visible_at, seq LIMIT ?)""",
+            (redrive.dead_letter, now, queue, now, redrive.max_receive_count, limit),
+        ).rowcount
+
+    return run
+
+
 def op_receive(queue: str, max_messages: int, visibility_timeout: float, now: float) -> Operation[list[Message]]:
     def run(conn: sqlite3.Connection) -> list[Message]:
         rows = conn.execute(
@@ -130,6 +154,31 @@ def op_change_visibility(
                 (now + timeout, _dumps(meta), seq, queue, count),
             )
         return cursor.rowcount == 1
+
+    return run
+
+
+def op_return_uncounted(queue: str, receipt: str, now: float) -> Operation[bool]:
+    """Make a received message visible now and undo its receive count: it was never handed to code
+    (the function was throttled), so it must not move closer to the dead-letter queue."""
+
+    def run(conn: sqlite3.Connection) -> bool:
+        seq, count = _receipt(receipt)
+        cursor = conn.execute(
+            "UPDATE messages SET visible_at = ?, in_flight = 0, receive_count = receive_count - 1 "
+            "WHERE seq = ? AND queue = ? AND receive_count = ?",
+            (now, seq, queue, count),
+        )
+        return cursor.rowcount == 1
+
+    return run
+
+
+def op_expire(queue: str, older_than: float) -> Operation[int]:
+    """Delete messages sent before `older_than` (a queue's retention)."""
+
+    def run(conn: sqlite3.Connection) -> int:
+        return conn.execute("DELETE FROM messages WHERE queue = ? AND sent_at < ?", (queue, older_than)).rowcount
 
     return run
 
@@ -240,6 +289,22 @@ class QueueStore:
 
     async def receive(self, queue: str, max_messages: int, visibility_timeout: float) -> list[Message]:
         return await self.store.write(op_receive(queue, max_messages, visibility_timeout, self.clock()))
+
+    async def receive_batch(self, queue: str, max_messages: int, visibility_timeout: float,
+                            redrive: Redrive | None) -> tuple[list[Message], int]:
+        """Receive under a redrive policy: first move exhausted messages to the dead-letter queue, then
+        receive, in one transaction. Returns the messages and how many were dead-lettered."""
+        now = self.clock()
+        receive = op_receive(queue, max_messages, visibility_timeout, now)
+        if redrive is None:
+            return await self.store.write(receive), 0
+        move = op_dead_letter_exhausted(queue, redrive, now, max_messages)
+
+        def run(conn: sqlite3.Connection) -> tuple[list[Message], int]:
+            moved = move(conn)
+            return receive(conn), moved
+
+        return await self.store.write(run)
 
     async def delete(self, queue: str, receipt: str) -> bool:
         return await self.store.write(op_delete(queue, receipt))

@@ -38,7 +38,24 @@ def _v1(db: sqlite_utils.Database) -> None:
     db["messages"].create_index(["queue", "id"], index_name="messages_id", unique=True)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+def _v2(db: sqlite_utils.Database) -> None:
+    # Streams: records ordered per shard by a sequence number that only grows. The counter lives in
+    # its own table so that trimming old records can never make a number come back.
+    db["stream_records"].create(
+        {"stream": str, "shard": int, "seq": int, "partition_key": str, "data": bytes, "arrival": float},
+        pk=("stream", "shard", "seq"),
+        not_null={"partition_key", "data", "arrival"},
+    )
+    db["stream_records"].create_index(["stream", "arrival"], index_name="stream_records_arrival")
+    db["stream_shards"].create({"stream": str, "shard": int, "next_seq": int}, pk=("stream", "shard"),
+                               not_null={"next_seq"})
+    # A mapping's progress through one shard (and lane, when batches of a shard run in parallel):
+    # the last sequence number it has finished with.
+    db["checkpoints"].create({"mapping": str, "shard": int, "lane": int, "seq": int},
+                             pk=("mapping", "shard", "lane"), not_null={"seq"})
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
 
 
 def migrate(conn: sqlite3.Connection) -> int:

@@ -1,0 +1,475 @@
+"""Event source mappings: read queues and streams, batch, filter, invoke, and only then delete
+(queues) or advance the checkpoint (streams), honouring `batchItemFailures` (lambda-semantics.md §4-5).
+
+Pollers fetch only what free concurrency can take, so a burst waits on disk, not in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+import zlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from eventd.batching import Batcher, BatchPolicy
+from eventd.config import mapping_name
+from eventd.config.model import Config, QueueRouteSpec, StreamRouteSpec
+from eventd.destinations import WebhookDelivery, destination_ops, mapping_outbox
+from eventd.dispatch import Throttled
+from eventd.events import batch_event, kinesis_record, sqs_record, stream_arn
+from eventd.invoke import InvocationResult, Invoker
+from eventd.metrics import Metrics
+from eventd.patterns import Filter, compile_filters
+from eventd.retry import THROTTLE_BACKOFF, Backoff
+from eventd.runtimes.pool import function_arn
+from eventd.store.engine import Operation
+from eventd.store.queues import Message, QueueStore, Redrive, op_delete, op_return_uncounted
+from eventd.store.streams import StreamRecord, StreamStore, op_checkpoint, sequence_number, shard_id
+
+log = logging.getLogger(__name__)
+
+#: Waits between retries of a failed stream batch (Lambda retries promptly; it documents no schedule).
+STREAM_RETRY_BACKOFF = Backoff(initial=0.2, maximum=10.0, multiplier=2.0, jitter=0.1)
+#: Bytes counted for a record's envelope besides its body, so byte caps hold for the event as sent.
+_RECORD_OVERHEAD = 512
+
+
+def batch_item_failures(payload: bytes, identifiers: set[str]) -> set[str] | None:
+    """The identifiers a `batchItemFailures` response lists; None when the response is invalid (then
+    the whole batch failed, as Lambda rules). Empty, null and `{}` responses mean complete success."""
+    try:
+        response = orjson.loads(payload) if payload else None
+    except orjson.JSONDecodeError:
+        return None
+    if response in (None, "", [], {}):
+        return set()
+    if not isinstance(response, dict):
+        return None
+    failures = response.get("batchItemFailures")
+    if failures is None:
+        return set()
+    if not isinstance(failures, list):
+        return None
+    failed: set[str] = set()
+    for item in failures:
+        identifier = item.get("itemIdentifier") if isinstance(item, dict) else None
+        if not isinstance(identifier, str) or identifier not in identifiers:
+            return None
+        failed.add(identifier)
+    return failed
+
+
+def _parse_json(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return data.decode(errors="replace")
+
+
+class Mappings:
+    """Every queue and stream mapping of the config. Start after the invoker; stop before it."""
+
+    def __init__(self, config: Config, invoker: Invoker, queues: QueueStore, streams: StreamStore,
+                 metrics: Metrics, webhooks: WebhookDelivery, wake_function: Callable[[str], None]) -> None:
+        self.queue_mappings: list[QueueMapping] = []
+        self.stream_mappings: list[StreamMapping] = []
+        for route in config.routes:
+            if not route.enabled:
+                continue
+            if isinstance(route, QueueRouteSpec):
+                self.queue_mappings.append(QueueMapping(route, config, invoker, queues, metrics))
+            else:
+                assert isinstance(route, StreamRouteSpec)
+                self.stream_mappings.append(
+                    StreamMapping(route, config, invoker, streams, metrics, webhooks, wake_function)
+                )
+
+    async def start(self) -> None:
+        for mapping in [*self.queue_mappings, *self.stream_mappings]:
+            await mapping.start()
+
+    async def stop(self, timeout: float) -> None:
+        await asyncio.gather(*(m.stop(timeout) for m in [*self.queue_mappings, *self.stream_mappings]))
+
+    def wake_queue(self, queue: str) -> None:
+        for mapping in self.queue_mappings:
+            if mapping.route.queue == queue:
+                mapping.wake.set()
+
+    def wake_stream(self, stream: str) -> None:
+        for mapping in self.stream_mappings:
+            if mapping.route.stream == stream:
+                mapping.wake_all()
+
+
+class _Worker:
+    """Shared lifecycle: one loop task, the batch tasks it spawned, a soft stop with a deadline."""
+
+    def __init__(self) -> None:
+        self._loops: list[asyncio.Task[None]] = []
+        self._batches: set[asyncio.Task[None]] = set()
+        self.stopping = False
+
+    def _spawn_batch(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
+
+    async def stop(self, timeout: float) -> None:
+        self.stopping = True
+        for task in self._loops:
+            task.cancel()
+        for task in self._loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        running = set(self._batches)
+        if running:
+            _, pending = await asyncio.wait(running, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+
+
+class QueueMapping(_Worker):
+    def __init__(self, route: QueueRouteSpec, config: Config, invoker: Invoker, queues: QueueStore,
+                 metrics: Metrics) -> None:
+        super().__init__()
+        self.route = route
+        self.name = mapping_name(route)
+        self._invoker = invoker
+        self._queues = queues
+        self._metrics = metrics
+        self._spec = config.queues[route.queue]
+        self._redrive = (Redrive(self._spec.dead_letter, self._spec.max_receive_count)
+                         if self._spec.dead_letter else None)
+        self._filter: Filter = compile_filters(route.filters)
+        self._policy = BatchPolicy(route.batch_size, route.max_batch_bytes, route.batching_window)
+        self._max_batches = route.max_concurrency or 1_000_000
+        self._active = 0
+        self._throttles = 0
+        self._throttled_until = 0.0
+        self.wake = asyncio.Event()
+
+    async def start(self) -> None:
+        self._loops.append(asyncio.create_task(self._poll(), name=f"mapping-{self.name}"))
+
+    def _has_capacity(self) -> bool:
+        return self._active < self._max_batches and self._invoker.dispatcher.free(self.route.function) > 0
+
+    async def _poll(self) -> None:
+        batcher: Batcher[Message] = Batcher(self._policy)
+        queue = self.route.queue
+        while True:
+            now = time.monotonic()
+            if now < self._throttled_until:
+                await asyncio.sleep(self._throttled_until - now)
+                continue
+            if not batcher.items and not self._has_capacity():
+                # a batch only starts when it can run: received-but-waiting messages would sit in memory
+                if self._active < self._max_batches:
+                    await self._invoker.dispatcher.wait_for_release()
+                else:
+                    await self._wait_wake(None)
+                continue
+            self.wake.clear()
+            messages, dead_lettered = await self._queues.receive_batch(
+                queue, batcher.room, self._spec.visibility_timeout, self._redrive)
+            if dead_lettered:
+                assert self._redrive is not None
+                self._metrics.queue_dead_lettered.labels(queue, self._redrive.dead_letter).inc(dead_lettered)
+            for message in messages:
+                size = len(message.body) + _RECORD_OVERHEAD
+                if not batcher.fits(size):
+                    self._dispatch(batcher.flush())
+                batcher.add(message, size, time.monotonic())
+            if batcher.ready(time.monotonic()):
+                self._dispatch(batcher.flush())
+                continue
+            if messages:
+                continue  # there may be more visible right now
+            deadline = batcher.deadline()
+            if deadline is None:
+                await self._queues.wait_for_visible(queue, self.wake)
+            else:
+                await self._wait_wake(max(0.0, deadline - time.monotonic()))
+
+    async def _wait_wake(self, timeout: float | None) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), timeout)
+
+    def _dispatch(self, batch: list[Message]) -> None:
+        self._active += 1
+        self._spawn_batch(self._run_batch(batch))
+
+    async def _run_batch(self, batch: list[Message]) -> None:
+        queue = self.route.queue
+        try:
+            kept: list[Message] = []
+            dropped: list[Operation[Any]] = []
+            for message in batch:
+                view = {"body": _parse_json(message.body), "messageId": message.id,
+                        "attributes": {"ApproximateReceiveCount": str(message.receive_count)},
+                        "messageAttributes": message.attributes}
+                if self._filter.matches(view):
+                    kept.append(message)
+                else:
+                    dropped.append(op_delete(queue, message.receipt))  # Lambda deletes what filters reject
+            if dropped:
+                await self._queues.transact(*dropped)
+                self._metrics.mapping_filtered.labels(self.name).inc(len(dropped))
+            if not kept:
+                return
+            self._metrics.mapping_batch_size.labels(self.name).observe(len(kept))
+            event = batch_event([sqs_record(queue, m) for m in kept])
+            try:
+                result = await self._invoker.invoke_sync(self.route.function, event)
+            except Throttled:
+                await self._queues.transact(*(op_return_uncounted(queue, m.receipt, self._queues.clock())
+                                              for m in kept))
+                self._throttles += 1
+                self._throttled_until = time.monotonic() + THROTTLE_BACKOFF.delay(self._throttles)
+                self._metrics.mapping_batches.labels(self.name, "throttled").inc()
+                return
+            self._throttles = 0
+            await self._settle(kept, result)
+        finally:
+            self._active -= 1
+            self.wake.set()
+
+    async def _settle(self, batch: list[Message], result: InvocationResult) -> None:
+        """Delete what succeeded; what failed becomes visible again after the visibility timeout."""
+        if result.error_type is not None:
+            self._metrics.mapping_batches.labels(self.name, "failure").inc()
+            return
+        failed: set[str] | None = set()
+        if self.route.report_batch_item_failures:
+            failed = batch_item_failures(result.payload, {m.id for m in batch})
+        if failed is None:
+            log.warning("Mapping %s: invalid batchItemFailures response; the whole batch failed.", self.name)
+            self._metrics.mapping_batches.labels(self.name, "failure").inc()
+            return
+        done = [op_delete(self.route.queue, m.receipt) for m in batch if m.id not in failed]
+        if done:
+            await self._queues.transact(*done)
+        self._metrics.mapping_batches.labels(self.name, "partial" if failed else "success").inc()
+
+
+class StreamMapping(_Worker):
+    """One consumer per shard and lane. Lanes split a shard by partition key when
+    parallelization_factor > 1, so order holds per key; each lane keeps its own checkpoint."""
+
+    def __init__(self, route: StreamRouteSpec, config: Config, invoker: Invoker, streams: StreamStore,
+                 metrics: Metrics, webhooks: WebhookDelivery, wake_function: Callable[[str], None]) -> None:
+        super().__init__()
+        self.route = route
+        self.name = mapping_name(route)
+        self.shards = config.streams[route.stream].shards
+        self._invoker = invoker
+        self._streams = streams
+        self._metrics = metrics
+        self._webhooks = webhooks
+        self._wake_function = wake_function
+        self._filter: Filter = compile_filters(route.filters)
+        self._policy = BatchPolicy(route.batch_size, route.max_batch_bytes, route.batching_window)
+        self._wakes: list[asyncio.Event] = []
+
+    def wake_all(self) -> None:
+        for event in self._wakes:
+            event.set()
+
+    async def start(self) -> None:
+        checkpoints = await self._streams.checkpoints(self.name)
+        lanes = self.route.parallelization_factor
+        for shard in range(self.shards):
+            start: int | None = None
+            for lane in range(lanes):
+                position = checkpoints.get((shard, lane))
+                if position is None:
+                    if start is None:
+                        start = await self._streams.start_position(
+                            self.route.stream, shard, self.route.starting_position,
+                            self.route.starting_position_timestamp)
+                    position = start
+                    # remember where a new mapping starts, so a restart before its first batch keeps it
+                    await self._streams.checkpoint(self.name, shard, lane, position)
+                wake = asyncio.Event()
+                self._wakes.append(wake)
+                self._loops.append(asyncio.create_task(self._consume(shard, lane, position, wake),
+                                                       name=f"mapping-{self.name}-{shard}-{lane}"))
+
+    def _lane_of(self, record: StreamRecord) -> int:
+        lanes = self.route.parallelization_factor
+        return 0 if lanes == 1 else zlib.crc32(record.partition_key.encode()) % lanes
+
+    async def _consume(self, shard: int, lane: int, checkpoint: int, wake: asyncio.Event) -> None:
+        read_position = checkpoint
+        batcher: Batcher[StreamRecord] = Batcher(self._policy)
+        pending: list[StreamRecord] = []
+        while True:
+            if not pending:
+                wake.clear()
+                limit = max(batcher.room, 1) * self.route.parallelization_factor
+                records = await self._streams.read(self.route.stream, shard, read_position, limit)
+                if records:
+                    read_position = records[-1].seq
+                pending = [r for r in records if self._lane_of(r) == lane]
+            while pending and not batcher.full:
+                record = pending[0]
+                size = len(record.data) + _RECORD_OVERHEAD
+                if not batcher.fits(size):
+                    break
+                batcher.add(record, size, time.monotonic())
+                pending.pop(0)
+            if batcher.ready(time.monotonic()) or (batcher.items and pending):
+                # one batch at a time per lane: the next starts only after this one is settled
+                task = asyncio.create_task(self._handle(shard, lane, batcher.flush()))
+                self._batches.add(task)
+                task.add_done_callback(self._batches.discard)
+                await asyncio.shield(task)
+                continue
+            if pending:
+                continue
+            deadline = batcher.deadline()
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout)
+
+    async def _handle(self, shard: int, lane: int, batch: list[StreamRecord]) -> None:
+        """Run one batch to its end: success, partial success, or discarded after retries or age."""
+        parts = [batch]
+        while parts:
+            part = [r for r in parts.pop(0) if self._matches(r)]
+            if part:
+                await self._run_part(shard, lane, part, parts)
+        await self._streams.checkpoint(self.name, shard, lane, batch[-1].seq)
+
+    def _matches(self, record: StreamRecord) -> bool:
+        view = {"data": _parse_json(record.data), "partitionKey": record.partition_key}
+        if self._filter.matches(view):
+            return True
+        self._metrics.mapping_filtered.labels(self.name).inc()
+        return False
+
+    async def _run_part(self, shard: int, lane: int, part: list[StreamRecord],
+                        parts: list[list[StreamRecord]]) -> None:
+        route = self.route
+        attempts = invokes = throttles = 0
+        result: InvocationResult | None = None
+        while True:
+            age = time.time() - part[0].arrival
+            if route.max_record_age is not None and age > route.max_record_age:
+                await self._discard(shard, lane, part, "RecordAgeExceeded", None, invokes)
+                return
+            self._metrics.mapping_batch_size.labels(self.name).observe(len(part))
+            self._metrics.iterator_age.labels(self.name, shard_id(shard)).set(max(0.0, time.time() - part[-1].arrival))
+            event = batch_event([kinesis_record(route.stream, r) for r in part])
+            try:
+                result = await self._invoker.invoke_sync(route.function, event)
+            except Throttled:
+                # not a failed attempt: wait and try again, for as long as the records may live
+                throttles += 1
+                self._metrics.mapping_batches.labels(self.name, "throttled").inc()
+                await asyncio.sleep(THROTTLE_BACKOFF.delay(throttles))
+                continue
+            invokes += 1
+            if result.error_type is None:
+                failed: set[str] | None = set()
+                if route.report_batch_item_failures:
+                    failed = batch_item_failures(result.payload, {sequence_number(r.seq) for r in part})
+                if failed == set():
+                    self._metrics.mapping_batches.labels(self.name, "success").inc()
+                    await self._streams.checkpoint(self.name, shard, lane, part[-1].seq)
+                    return
+                if failed is not None:
+                    # checkpoint before the lowest failed record and retry from it (Lambda's rule)
+                    lowest = min(int(identifier) for identifier in failed)
+                    done = [r for r in part if r.seq < lowest]
+                    if done:
+                        await self._streams.checkpoint(self.name, shard, lane, done[-1].seq)
+                    part = [r for r in part if r.seq >= lowest]
+                    self._metrics.mapping_batches.labels(self.name, "partial").inc()
+                else:
+                    self._metrics.mapping_batches.labels(self.name, "failure").inc()
+            else:
+                self._metrics.mapping_batches.labels(self.name, "failure").inc()
+                if route.bisect_batch_on_function_error and len(part) > 1:
+                    # splitting does not use up the retry quota; the halves run in order
+                    middle = len(part) // 2
+                    parts[:0] = [part[:middle], part[middle:]]
+                    return
+            attempts += 1
+            if 0 <= route.max_retry_attempts < attempts:
+                await self._discard(shard, lane, part, "RetryAttemptsExhausted", result, invokes)
+                return
+            await asyncio.sleep(STREAM_RETRY_BACKOFF.delay(attempts))
+
+    async def _discard(self, shard: int, lane: int, part: list[StreamRecord], condition: str,
+                       result: InvocationResult | None, invokes: int) -> None:
+        """Give up on `part`: send the on-failure pointer record and move past it, in one transaction."""
+        route = self.route
+        ops: list[Operation[Any]] = [op_checkpoint(self.name, shard, lane, part[-1].seq)]
+        destination = route.on_failure
+        now = time.time()
+        if destination is not None:
+            record = self._failure_record(shard, part, condition, result, invokes, now)
+            ops += destination_ops(destination, route.function, condition, record, now,
+                                   outbox=mapping_outbox(self.name))
+        await self._streams.store.write(_all(ops))
+        self._metrics.mapping_discarded.labels(self.name, condition,
+                                               destination.kind if destination else "none").inc(len(part))
+        log.warning("Mapping %s: discarded %d records of %s (%s).", self.name, len(part), shard_id(shard), condition)
+        if destination is not None:
+            if destination.function:
+                self._wake_function(destination.function)
+            elif destination.webhook is not None:
+                self._webhooks.wake_outbox(mapping_outbox(self.name))
+
+    def _failure_record(self, shard: int, part: list[StreamRecord], condition: str,
+                        result: InvocationResult | None, invokes: int, now: float) -> bytes:
+        """Lambda's stream on-failure record: a pointer to the batch, not its records (§5.4)."""
+
+        def iso(seconds: float) -> str:
+            return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(seconds % 1 * 1000):03d}Z"
+
+        record: dict[str, Any] = {
+            "requestContext": {
+                "requestId": result.request_id if result else str(uuid.uuid4()),
+                "functionArn": function_arn(self.route.function),
+                "condition": condition,
+                "approximateInvokeCount": max(invokes, 1),
+            },
+        }
+        if result is not None and condition != "RecordAgeExceeded":
+            response: dict[str, Any] = {"statusCode": 200, "executedVersion": "$LATEST"}
+            # an invalid batchItemFailures answer is a failure without a function error
+            response["functionError"] = "Unhandled" if result.error_type else None
+            record["responseContext"] = response
+        record.update({
+            "version": "1.0",
+            "timestamp": iso(now),
+            "KinesisBatchInfo": {
+                "shardId": shard_id(shard),
+                "startSequenceNumber": sequence_number(part[0].seq),
+                "endSequenceNumber": sequence_number(part[-1].seq),
+                "approximateArrivalOfFirstRecord": iso(part[0].arrival),
+                "approximateArrivalOfLastRecord": iso(part[-1].arrival),
+                "batchSize": len(part),
+                "streamArn": stream_arn(self.route.stream),
+            },
+        })
+        return orjson.dumps(record)
+
+
+def _all(ops: list[Operation[Any]]) -> Operation[list[Any]]:
+    def run(conn: Any) -> list[Any]:
+        return [op(conn) for op in ops]
+
+    return run

@@ -1,0 +1,153 @@
+"""The producer API: put messages on queues and records on streams. Every id or sequence number it
+returns is committed first (acknowledge after commit)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from eventd.api import ApiError, invoker_key
+from eventd.store.queues import NewMessage
+from eventd.store.streams import NewRecord, sequence_number, shard_id
+from eventd.units import parse_duration
+
+queues_key: web.AppKey[Any] = web.AppKey("queues")
+streams_key: web.AppKey[Any] = web.AppKey("streams")
+mappings_key: web.AppKey[Any] = web.AppKey("mappings")
+metrics_key: web.AppKey[Any] = web.AppKey("producer_metrics")
+
+#: Most messages or records in one request (Kinesis PutRecords takes 500; eventd allows the same for queues).
+MAX_BATCH = 500
+#: Kinesis limits: partition keys of 1-256 characters, records up to 1 MiB.
+MAX_PARTITION_KEY = 256
+MAX_RECORD_BYTES = 1024 * 1024
+
+
+def _invalid(message: str) -> ApiError:
+    return ApiError(400, "InvalidParameterValue", message)
+
+
+async def _json_body(request: web.Request) -> Any:
+    try:
+        return orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "InvalidRequestContentException", f"the request body is not JSON: {exc}") from None
+
+
+def _entries(body: Any, many: str) -> tuple[list[Any], bool]:
+    if isinstance(body, dict) and many in body:
+        entries = body[many]
+        if not isinstance(entries, list) or not entries:
+            raise _invalid(f"`{many}` must be a non-empty list")
+        if len(entries) > MAX_BATCH:
+            raise _invalid(f"at most {MAX_BATCH} {many} per request, found {len(entries)}")
+        return entries, True
+    return [body], False
+
+
+def _text(value: Any) -> bytes:
+    """Bodies and data are text; anything else JSON is sent as its JSON text."""
+    return value.encode() if isinstance(value, str) else orjson.dumps(value)
+
+
+def _attributes(raw: Any, where: str) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise _invalid(f"{where}.attributes must be an object")
+    attributes: dict[str, Any] = {}
+    for name, value in raw.items():
+        if isinstance(value, dict) and "StringValue" in value:
+            attributes[name] = {"DataType": str(value.get("DataType", "String")), "StringValue": str(value["StringValue"])}
+        elif isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise _invalid(f"{where}.attributes.{name} must be a string or a number")
+        else:
+            data_type = "String" if isinstance(value, str) else "Number"
+            attributes[name] = {"DataType": data_type, "StringValue": str(value)}
+    return attributes
+
+
+async def send_messages(request: web.Request) -> web.Response:
+    name = request.match_info["queue"]
+    config = request.app[invoker_key].config
+    spec = config.queues.get(name)
+    if spec is None:
+        raise ApiError(404, "QueueDoesNotExist", f"Queue not found: {name}", message_key="Message")
+    entries, many = _entries(await _json_body(request), "messages")
+    messages = []
+    for index, entry in enumerate(entries):
+        where = f"messages[{index}]" if many else "message"
+        if not isinstance(entry, dict) or "body" not in entry:
+            raise _invalid(f"{where} must be an object with a `body`")
+        body = _text(entry["body"])
+        attributes = _attributes(entry.get("attributes"), where)
+        size = len(body) + len(orjson.dumps(attributes or {}))
+        if size > spec.max_message_size:
+            raise _invalid(f"{where} is {size} bytes; queue {name} takes at most {spec.max_message_size}")
+        delay = spec.delay
+        if "delay" in entry:
+            try:
+                delay = parse_duration(entry["delay"])
+            except ValueError as exc:
+                raise _invalid(f"{where}.delay: {exc}") from None
+            if delay > 900:
+                raise _invalid(f"{where}.delay: at most 15m")
+        messages.append(NewMessage(body, attributes, delay=delay))
+    ids = await request.app[queues_key].send(name, messages)
+    request.app[metrics_key].queue_sent.labels(name).inc(len(ids))
+    request.app[mappings_key].wake_queue(name)
+    if many:
+        return web.json_response({"messages": [{"id": i} for i in ids]})
+    return web.json_response({"id": ids[0]})
+
+
+async def put_records(request: web.Request) -> web.Response:
+    name = request.match_info["stream"]
+    config = request.app[invoker_key].config
+    spec = config.streams.get(name)
+    if spec is None:
+        raise ApiError(404, "ResourceNotFoundException", f"Stream not found: {name}", message_key="Message")
+    entries, many = _entries(await _json_body(request), "records")
+    records = []
+    for index, entry in enumerate(entries):
+        where = f"records[{index}]" if many else "record"
+        if not isinstance(entry, dict) or "data" not in entry or "partition_key" not in entry:
+            raise _invalid(f"{where} must be an object with `partition_key` and `data`")
+        key = entry["partition_key"]
+        if not isinstance(key, str) or not 1 <= len(key) <= MAX_PARTITION_KEY:
+            raise _invalid(f"{where}.partition_key must be a string of 1-{MAX_PARTITION_KEY} characters")
+        data = _text(entry["data"])
+        if len(data) > MAX_RECORD_BYTES:
+            raise _invalid(f"{where}.data is {len(data)} bytes; records take at most {MAX_RECORD_BYTES}")
+        records.append(NewRecord(key, data))
+    results = await request.app[streams_key].put(name, spec.shards, records)
+    request.app[metrics_key].stream_records.labels(name).inc(len(results))
+    request.app[mappings_key].wake_stream(name)
+    out = [{"shard_id": shard_id(r.shard), "sequence_number": sequence_number(r.seq)} for r in results]
+    return web.json_response({"records": out} if many else out[0])
+
+
+async def queue_stats(request: web.Request) -> web.Response:
+    config = request.app[invoker_key].config
+    stats = await request.app[queues_key].stats()
+    now = request.app[queues_key].clock()
+    queues = []
+    for name in sorted(config.queues):
+        s = stats.get(name)
+        queues.append({
+            "queue": name,
+            "visible": s.visible if s else 0,
+            "in_flight": s.in_flight if s else 0,
+            "delayed": s.delayed if s else 0,
+            "oldest_age_seconds": round(now - s.oldest_sent_at, 3) if s and s.oldest_sent_at else 0.0,
+            "dead_letter": config.queues[name].dead_letter,
+        })
+    return web.json_response({"queues": queues})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/queues/{queue}/messages", send_messages)
+    app.router.add_post("/streams/{stream}/records", put_records)
+    app.router.add_get("/admin/queues", queue_stats)
