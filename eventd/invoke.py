@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import math
 import uuid
 from datetime import UTC, datetime
@@ -43,12 +44,25 @@ class UnknownFunction(LookupError):
     pass
 
 
+class RequestIds:
+    """Request ids in UUID form: a random prefix per daemon run and a counter. Unique like uuid4's,
+    at a fraction of the cost on the hot path (no system call per id)."""
+
+    def __init__(self) -> None:
+        self._prefix = str(uuid.uuid4())[:24]
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):012x}"
+
+
 class Invoker:
     def __init__(self, config: Config, metrics: Metrics, logs: DaemonLogging) -> None:
         self.config = config
         self.dispatcher = Dispatcher(config)
         #: reported as every function's LastModified: the config is the deployment
         self.loaded_at = datetime.now(UTC)
+        self._request_ids = RequestIds()
         self._metrics = metrics
         self._logs = logs
         self.pools: dict[str, FunctionPool] = {
@@ -90,7 +104,7 @@ class Invoker:
         except Throttled as exc:
             self._metrics.throttles.labels(function, exc.reason).inc()
             raise
-        request_id = request_id or str(uuid.uuid4())
+        request_id = request_id or self._request_ids.next()
         pool = self.pools[function]
         try:
             checkout = await pool.checkout()
@@ -99,9 +113,7 @@ class Invoker:
             if process is None:
                 assert checkout.init is not None
                 outcome = checkout.init
-                self._logs.function_output(function, None, start_line)
             else:
-                self._logs.function_output(function, None, start_line)
                 try:
                     outcome = await process.invoke(
                         InvokeRequest(
@@ -152,8 +164,9 @@ class Invoker:
             if outcome.error:
                 report += f"\tError Type: {outcome.error.get('errorType')}"
         closing += [f"END RequestId: {request_id}\n", report + "\n"]
-        self._logs.function_output(function, None, "".join(closing))
-        return (start_line, *outcome.output, *closing)
+        output = [] if init is not None and init.error is not None else outcome.output
+        self._logs.invocation(function, request_id, start_line, output, "".join(closing))
+        return (start_line, *output, *closing)
 
     def _sink_for(self, function: str):  # type: ignore[no-untyped-def]
         logs = self._logs

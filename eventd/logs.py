@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TextIO
 
 _STOP = object()
+#: How long the writer thread lets output gather before writing it.
+_GATHER_S = 0.01
 
 
 def _timestamp() -> str:
@@ -64,15 +66,25 @@ class DaemonLogging:
             file.close()
 
     def function_output(self, function: str, request_id: str | None, text: str) -> None:
-        """Queue handler output (possibly several lines) for `function`; cheap enough for the hot path."""
+        """Queue handler output (possibly several lines) for `function`, tagged with `request_id`."""
         self._output.put((function, request_id, text))
+
+    def invocation(self, function: str, request_id: str, start: str, output: list[str], closing: str) -> None:
+        """Queue one invocation's whole log: START, the handler's output (tagged), END and REPORT.
+        One queue entry per invocation keeps the hot path to a single cheap put."""
+        self._output.put((function, None, start))
+        if output:
+            self._output.put((function, request_id, "".join(output)))
+        self._output.put((function, None, closing))
 
     def _write_output(self) -> None:
         while True:
             item = self._output.get()
+            # let a few milliseconds of output gather: one wake-up and one write serve many invocations
+            time.sleep(_GATHER_S)
             batch = [item]
             # drain what else is queued so one lock and one flush serve many lines
-            while len(batch) < 512:
+            while len(batch) < 4096:
                 try:
                     batch.append(self._output.get_nowait())
                 except queue.Empty:

@@ -7,8 +7,6 @@ so a cold start costs one interpreter start plus the user's own imports.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import io
 import json
 import os
@@ -18,7 +16,7 @@ import socket
 import sys
 import threading
 import time
-import traceback
+import functools
 import importlib
 from importlib import import_module
 from typing import Any
@@ -52,7 +50,7 @@ class Channel:
         while True:
             for message in self._unpacker:
                 return message  # type: ignore[no-any-return]
-            data = self._sock.recv(1 << 20)
+            data = self._sock.recv(65536)
             if not data:
                 return None
             self._unpacker.feed(data)
@@ -150,12 +148,11 @@ def main() -> None:
         channel.send({"t": "init_error", "error": init_error, "init_ms": init_ms})
         return
     channel.send({"t": "ready", "init_ms": init_ms})
-    loop = asyncio.new_event_loop()
     while True:
         message = channel.receive()
         if message is None or message["t"] == "stop":
             return
-        reply, fatal = _invoke(handler, message, loop)
+        reply, fatal = _invoke(handler, message)
         log.flush()
         raw.drain()
         reply["rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -189,7 +186,7 @@ def _load_handler(spec: str, task_root: str | None) -> tuple[Any, dict[str, Any]
     return handler, None
 
 
-def _invoke(handler: Any, message: dict[str, Any], loop: asyncio.AbstractEventLoop) -> tuple[dict[str, Any], bool]:
+def _invoke(handler: Any, message: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     request_id = message["id"]
     if message.get("trace_id"):
         os.environ["_X_AMZN_TRACE_ID"] = message["trace_id"]
@@ -203,8 +200,8 @@ def _invoke(handler: Any, message: dict[str, Any], loop: asyncio.AbstractEventLo
     context = LambdaContext(request_id, message["arn"], message["deadline_ms"], message.get("client_context"))
     try:
         result = handler(event, context)
-        if inspect.isawaitable(result):
-            result = loop.run_until_complete(result)
+        if hasattr(result, "__await__"):
+            result = _run_awaitable(result)
     except MemoryError:
         error = _fault("Runtime.OutOfMemory", "Runtime exited with error: out of memory")
         return {"t": "error", "error": {**error, "requestId": request_id}, "fatal": True}, True
@@ -227,6 +224,19 @@ def _invoke(handler: Any, message: dict[str, Any], loop: asyncio.AbstractEventLo
     return {"t": "result", "payload": payload}, False
 
 
+@functools.cache
+def _event_loop() -> Any:
+    """One event loop for the process's life, so clients an `async def` handler opened in init or an
+    earlier invocation stay usable. asyncio is imported here: a plain `def` handler never pays for it."""
+    import asyncio
+
+    return asyncio.new_event_loop()
+
+
+def _run_awaitable(awaitable: Any) -> Any:
+    return _event_loop().run_until_complete(awaitable)
+
+
 def _fault(error_type: str, message: str, stack: list[str] | None = None) -> dict[str, Any]:
     return {"errorMessage": message, "errorType": error_type, "stackTrace": stack or []}
 
@@ -236,6 +246,8 @@ def _error_of(exc: BaseException) -> dict[str, Any]:
 
 
 def _stack(exc: BaseException) -> list[str]:
+    import traceback  # only on errors: it pulls in linecache and friends
+
     # the user's frames only: not this loop's, nor the import machinery's
     frames = [
         f for f in traceback.extract_tb(exc.__traceback__)

@@ -195,7 +195,8 @@ class HandlerProcess:
             )
         )
         try:
-            message = await asyncio.wait_for(self._waiter, request.timeout_s)
+            async with asyncio.timeout(request.timeout_s):
+                message = await self._waiter
         except TimeoutError:
             duration_ms = (time.perf_counter() - started) * 1000
             await self.kill()
@@ -262,7 +263,9 @@ class HandlerProcess:
         if kind == "log":
             text = str(message.get("d", ""))
             self._output.append(text)
-            self._sink(self._request_id, text)
+            if self._request_id is None:
+                # init output is logged now; an invocation's is written with its END and REPORT, in one piece
+                self._sink(None, text)
         elif kind in ("ready", "init_error", "result", "error"):
             if self._waiter is not None and not self._waiter.done():
                 self._waiter.set_result(message)
@@ -316,9 +319,9 @@ class HandlerProcess:
             if not line:
                 return
             text = line.decode(errors="replace")
-            if self._request_id is not None:
-                self._output.append(text)
-            self._sink(self._request_id, text)
+            self._output.append(text)
+            if self._request_id is None:
+                self._sink(None, text)
 
     def _take_output(self) -> list[str]:
         output, self._output = self._output, []
