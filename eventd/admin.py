@@ -88,12 +88,14 @@ async def redrive_messages(request: web.Request) -> web.Response:
         options = orjson.loads(await request.read() or b"{}")
     except orjson.JSONDecodeError:
         raise ApiError(400, "InvalidRequestContentException", "expected a JSON body") from None
+    if not isinstance(options, dict):
+        raise ApiError(400, "InvalidRequestContentException", 'expected a JSON object like {"to": "fn", "limit": 10}')
     functions = set(request.app[invoker_key].config.functions)
     to = options.get("to")
     if to is not None and to not in functions:
         raise ApiError(404, "ResourceNotFoundException", f"Function not found: {to}", message_key="Message")
     limit = options.get("limit")
-    if limit is not None and (not isinstance(limit, int) or limit < 1):
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ApiError(400, "InvalidParameterValueException", "limit must be a whole number above 0")
     asyncq = request.app[async_key]
     report = await redrive(asyncq.queues, queue, functions, to, limit)

@@ -74,10 +74,10 @@ async def lambda_errors(request: web.Request, handler: Any) -> web.StreamRespons
         raise
 
 
-def _too_large() -> ApiError:
+def _too_large(limit: int = MAX_SYNC_PAYLOAD) -> ApiError:
     return ApiError(
         413, "RequestTooLargeException",
-        f"Request must be smaller than {MAX_SYNC_PAYLOAD} bytes for the InvokeFunction operation",
+        f"Request must be smaller than {limit} bytes for the InvokeFunction operation",
     )
 
 
@@ -121,11 +121,12 @@ async def invoke(request: web.Request) -> web.Response:
             f"1 validation error detected: Value '{invocation_type}' at 'invocationType' failed to satisfy "
             "constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]",
         )
-    if request.content_length is not None and request.content_length > MAX_SYNC_PAYLOAD:
-        raise _too_large()
+    limit = MAX_ASYNC_PAYLOAD if invocation_type == "Event" else MAX_SYNC_PAYLOAD
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(limit)
     payload = await request.read()
-    if len(payload) > MAX_SYNC_PAYLOAD:
-        raise _too_large()
+    if len(payload) > limit:
+        raise _too_large(limit)
     _check_json(payload)
     if invocation_type == "DryRun":
         return web.Response(status=204)
@@ -150,11 +151,6 @@ async def invoke(request: web.Request) -> web.Response:
 
 
 async def _invoke_async(request: web.Request, function: str, payload: bytes) -> web.Response:
-    if len(payload) > MAX_ASYNC_PAYLOAD:
-        raise ApiError(
-            413, "RequestTooLargeException",
-            f"Request must be smaller than {MAX_ASYNC_PAYLOAD} bytes for the InvokeFunction operation",
-        )
     try:
         request_id = await request.app[async_key].accept(function, payload)
     except Exception as exc:  # the event is not committed: say so, and the client retries

@@ -33,7 +33,15 @@ from eventd.invoke import InvocationResult, Invoker
 from eventd.metrics import Metrics
 from eventd.runtimes.pool import function_arn
 from eventd.store.engine import Operation
-from eventd.store.queues import Message, NewMessage, QueueStore, op_delete, op_release_in_flight, op_send
+from eventd.store.queues import (
+    Message,
+    NewMessage,
+    QueueStore,
+    op_change_visibility,
+    op_delete,
+    op_release_in_flight,
+    op_send,
+)
 
 log = logging.getLogger(__name__)
 
@@ -107,21 +115,27 @@ class AsyncInvocations:
 
     # --- one event --------------------------------------------------------------------------------
 
-    async def process(self, function: str, message: Message) -> None:
+    async def process(self, function: str, message: Message, slot_held: bool = False) -> None:
+        """Run one received event and move it to its next state. With `slot_held`, the caller took a
+        concurrency slot for it; it is released on every path."""
         spec = self.config.functions[function].async_
         queue = async_queue(function)
         meta = dict(message.meta)
         age = self.clock() - message.sent_at
+        early = None
         if self.config.functions[function].concurrency == 0:
-            await self._fail(function, spec, message, meta, Failure("ZeroReservedConcurrency", None))
-            return
-        if age > spec.max_event_age:
-            await self._fail(function, spec, message, meta, Failure("EventAgeExceeded", None))
+            early = "ZeroReservedConcurrency"
+        elif age > spec.max_event_age:
+            early = "EventAgeExceeded"
+        if early is not None:
+            if slot_held:
+                self._invoker.dispatcher.release(function)
+            await self._fail(function, spec, message, meta, Failure(early, None))
             return
         self._metrics.async_event_age.labels(function).observe(max(0.0, age))
         try:
             result = await self._invoker.invoke_sync(function, message.body, request_id=meta["rid"],
-                                                     invoked_arn=function_arn(function, "$LATEST"))
+                                                     slot_held=slot_held)
         except Throttled:
             meta["throttles"] = meta.get("throttles", 0) + 1
             delay = spec.throttle_backoff.delay(meta["throttles"], self._rng)
@@ -132,6 +146,7 @@ class AsyncInvocations:
             await self._queues.change_visibility(queue, message.receipt, delay, meta)
             return
         meta["invokes"] = meta.get("invokes", 0) + 1
+        age = self.clock() - message.sent_at  # the run took time: look ahead from now
         if result.error_type is None:
             ops = [op_delete(queue, message.receipt)]
             ops += self._destination_ops(function, spec.on_success, "Success", message, meta, result)
@@ -273,20 +288,29 @@ class _Runner:
         spec = owner.config.functions[self.function]
         queue = async_queue(self.function)
         lease = spec.timeout + _LEASE_MARGIN_S
+        zero = spec.concurrency == 0  # its events fail at once, without a slot
         while not self._stopping:
-            free = dispatcher.free(self.function) if spec.concurrency != 0 else _MAX_BATCH
+            free = _MAX_BATCH if zero else min(dispatcher.free(self.function), _MAX_BATCH)
             if free <= 0:
                 await dispatcher.wait_for_release()
                 continue
             self.wake.clear()
             try:
-                messages = await owner._queues.receive(queue, min(free, _MAX_BATCH), lease)
+                messages = await owner._queues.receive(queue, free, lease)
             except Exception as exc:  # noqa: BLE001 - a store hiccup must not end the runner
                 log.error("Cannot read the async queue of %s: %s.", self.function, exc)
                 await asyncio.sleep(1.0)
                 continue
+            # Take the slots only now, after the await: holding them while the store answered would
+            # throttle sync callers. Another poller may have taken some meanwhile; what has no slot
+            # goes straight back to the queue, so it waits instead of counting as throttled.
+            held = len(messages) if zero else dispatcher.acquire_up_to(self.function, len(messages))
+            if held < len(messages):
+                await owner._queues.transact(*(op_change_visibility(queue, m.receipt, 0.0, owner.clock())
+                                               for m in messages[held:]))
+                messages = messages[:held]
             for message in messages:
-                task = asyncio.create_task(self._process(message))
+                task = asyncio.create_task(self._process(message, slot_held=not zero))
                 self._running.add(task)
                 task.add_done_callback(self._running.discard)
             if messages:
@@ -295,9 +319,9 @@ class _Runner:
                 continue
             await owner._queues.wait_for_visible(queue, self.wake)
 
-    async def _process(self, message: Message) -> None:
+    async def _process(self, message: Message, slot_held: bool) -> None:
         try:
-            await self._owner.process(self.function, message)
+            await self._owner.process(self.function, message, slot_held)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - one event's bug must not stop the others; it comes back after its lease

@@ -93,6 +93,37 @@ def _parser() -> argparse.ArgumentParser:
         _daemon_options(sub)
     dlq.set_defaults(handler=cmd_dlq)
 
+    send = commands.add_parser("send", help="send messages to a queue; prints their ids once stored")
+    send.add_argument("queue")
+    body = send.add_mutually_exclusive_group(required=True)
+    body.add_argument("--body", help="the message body")
+    body.add_argument("--file", help="read the body from a file ('-' for stdin)")
+    send.add_argument("--lines", action="store_true", help="with --file: one message per non-empty line")
+    send.add_argument("--delay", help="keep the messages invisible this long (like 5s)")
+    _daemon_options(send)
+    send.set_defaults(handler=cmd_send)
+
+    put = commands.add_parser("put", help="put a record on a stream; prints its shard and sequence number")
+    put.add_argument("stream")
+    put.add_argument("--key", required=True, help="partition key: records with one key stay in order")
+    data = put.add_mutually_exclusive_group(required=True)
+    data.add_argument("--data", help="the record's data")
+    data.add_argument("--file", help="read the data from a file ('-' for stdin)")
+    _daemon_options(put)
+    put.set_defaults(handler=cmd_put)
+
+    queue = commands.add_parser("queue", help="queue depths, a look at messages, purge")
+    queue_commands = queue.add_subparsers(dest="queue_command", required=True, metavar="ACTION")
+    queue_stats = queue_commands.add_parser("stats", help="messages by state in every queue")
+    queue_peek = queue_commands.add_parser("peek", help="show messages without receiving them")
+    queue_peek.add_argument("queue")
+    queue_peek.add_argument("--limit", type=_positive, default=10)
+    queue_purge = queue_commands.add_parser("purge", help="delete every message of a queue")
+    queue_purge.add_argument("queue")
+    for sub in (queue_stats, queue_peek, queue_purge):
+        _daemon_options(sub)
+    queue.set_defaults(handler=cmd_queue)
+
     status = commands.add_parser("status", help="functions, processes and concurrency of the running daemon")
     status.add_argument("--json", action="store_true", help="print the raw JSON")
     _daemon_options(status)
@@ -258,8 +289,66 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         for skipped in result["skipped"]:
             print(f"skipped {skipped['id']}: {skipped['reason']}", file=sys.stderr)
     else:
-        result = _admin_json(_call(args, "DELETE", f"/admin/queues/{queue}/messages"))
-        print(f"purged {result['purged']} messages from {result['queue']}")
+        return _purge(args, args.queue)
+    return EXIT_OK
+
+
+def _purge(args: argparse.Namespace, queue: str) -> int:
+    result = _admin_json(_call(args, "DELETE", f"/admin/queues/{quote(queue, safe='')}/messages"))
+    print(f"purged {result['purged']} messages from {result['queue']}")
+    return EXIT_OK
+
+
+def _read_text(path: str) -> str:
+    try:
+        return sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}", EXIT_USAGE) from None
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    if args.lines and not args.file:
+        raise CliError("--lines goes with --file", EXIT_USAGE)
+    text = args.body if args.body is not None else _read_text(args.file)
+    bodies = [line for line in text.splitlines() if line.strip()] if args.lines else [text]
+    extra = {"delay": args.delay} if args.delay else {}
+    queue = quote(args.queue, safe="")
+    for start in range(0, len(bodies), 500):  # the producer API takes 500 messages a request
+        chunk = [{"body": body, **extra} for body in bodies[start:start + 500]]
+        reply = _call(args, "POST", f"/queues/{queue}/messages", json.dumps({"messages": chunk}).encode(),
+                      {"Content-Type": "application/json"})
+        for message in _admin_json(reply)["messages"]:
+            print(message["id"])
+    return EXIT_OK
+
+
+def cmd_put(args: argparse.Namespace) -> int:
+    data = args.data if args.data is not None else _read_text(args.file)
+    body = json.dumps({"partition_key": args.key, "data": data}).encode()
+    reply = _call(args, "POST", f"/streams/{quote(args.stream, safe='')}/records", body,
+                  {"Content-Type": "application/json"})
+    result = _admin_json(reply)
+    print(f"{result['shard_id']} {result['sequence_number']}")
+    return EXIT_OK
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    if args.queue_command == "stats":
+        queues = _admin_json(_call(args, "GET", "/admin/queues"))["queues"]
+        rows = [("QUEUE", "DEPTH", "VISIBLE", "IN FLIGHT", "DELAYED", "OLDEST", "DEAD LETTER")]
+        for q in queues:
+            depth = q["visible"] + q["in_flight"] + q["delayed"]
+            rows.append((q["queue"], str(depth), str(q["visible"]), str(q["in_flight"]), str(q["delayed"]),
+                         f"{q['oldest_age_seconds']:.0f}s", q["dead_letter"] or "-"))
+        _print_table(rows)
+    elif args.queue_command == "peek":
+        queue = quote(args.queue, safe="")
+        listing = _admin_json(_call(args, "GET", f"/admin/queues/{queue}/messages?limit={args.limit}"))
+        for entry in listing["messages"]:
+            shown = _admin_json(_call(args, "GET", f"/admin/queues/{queue}/messages/{entry['id']}"))
+            print(json.dumps({k: shown[k] for k in ("id", "sent_at", "receive_count", "attributes", "body")}))
+    else:
+        return _purge(args, args.queue)
     return EXIT_OK
 
 

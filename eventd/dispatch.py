@@ -54,6 +54,15 @@ class Dispatcher:
         self._in_use[function] = in_use + 1
         self._idle.clear()
 
+    def acquire_up_to(self, function: str, count: int) -> int:
+        """Take as many slots as are free, at most `count`, without throttling. Pollers reserve slots
+        this way before they fetch work, so two pollers can never both count the same free slot."""
+        taken = 0
+        while taken < count and self.free(function) > 0:
+            self.acquire(function)
+            taken += 1
+        return taken
+
     def release(self, function: str) -> None:
         self._in_use[function] -= 1
         if function not in self._reserved:

@@ -28,12 +28,14 @@ class RedriveReport:
     skipped: list[dict[str, str]] = field(default_factory=list)
 
 
-def original_event(message: Message) -> bytes:
-    """The payload a message stands for: the body of a dead-letter copy, or a record's requestPayload."""
+def original_event(message: Message) -> tuple[bytes, str | None]:
+    """The payload a message stands for and its request id: the body of a dead-letter copy, or a
+    destination record's requestPayload and requestContext.requestId."""
     if message.meta.get("kind") == "record":
         record = orjson.loads(message.body)
-        return orjson.dumps(record.get("requestPayload", {}))
-    return message.body
+        request_id = (record.get("requestContext") or {}).get("requestId")
+        return orjson.dumps(record.get("requestPayload", {})), request_id
+    return message.body, message.meta.get("rid")
 
 
 async def redrive(
@@ -57,10 +59,11 @@ async def redrive(
                 reason = "no function recorded; use --to" if not target else f"function {target!r} does not exist"
                 report.skipped.append({"id": message.id, "reason": reason})
                 continue
-            trail = {"from": queue, "message_id": message.id, "at": now, "original_request_id": message.meta.get("rid"),
+            payload, request_id = original_event(message)
+            trail = {"from": queue, "message_id": message.id, "at": now, "original_request_id": request_id,
                      "count": int(message.meta.get("redriven", {}).get("count", 0)) + 1}
             ops.append(op_delete_by_id(queue, message.id))
-            ops.append(op_send(async_queue(target), [new_event(original_event(message), target, redriven=trail)], now))
+            ops.append(op_send(async_queue(target), [new_event(payload, target, redriven=trail)], now))
             targets.append(target)
             remaining -= 1
         if ops:

@@ -95,15 +95,21 @@ class Invoker:
         client_context: dict[str, Any] | None = None,
         trace_id: str | None = None,
         invoked_arn: str | None = None,
+        slot_held: bool = False,
     ) -> InvocationResult:
-        """Run `function` once on `payload` (JSON bytes). Raises Throttled or UnknownFunction."""
+        """Run `function` once on `payload` (JSON bytes). Raises Throttled or UnknownFunction.
+
+        `slot_held`: the caller already took this invocation's concurrency slot (with
+        `dispatcher.acquire_up_to`); it is released here all the same.
+        """
         spec = self.spec(function)
         metrics = self._metrics.function(function)
-        try:
-            self.dispatcher.acquire(function)
-        except Throttled as exc:
-            self._metrics.throttles.labels(function, exc.reason).inc()
-            raise
+        if not slot_held:
+            try:
+                self.dispatcher.acquire(function)
+            except Throttled as exc:
+                self._metrics.throttles.labels(function, exc.reason).inc()
+                raise
         request_id = request_id or self._request_ids.next()
         pool = self.pools[function]
         try:

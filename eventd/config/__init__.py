@@ -223,6 +223,13 @@ def _suggest(name: str, known: Any) -> str:
     return " (declare it under `queues:`)" if known is not None and not known else ""
 
 
+#: keys whose values are one of a few words, for a friendlier message than the pattern's
+_CHOICES = {
+    "log_level": ("debug", "info", "warning", "error"),
+    "durability": ("normal", "full"),
+    "starting_position": ("trim_horizon", "latest", "at_timestamp"),
+}
+
 _EXPECTED = {
     "int_type": "a whole number",
     "int_parsing": "a whole number",
@@ -277,8 +284,8 @@ def _message(error: Any, kind: str, loc: tuple[str | int, ...], found: str) -> s
         bound = next(iter(error["ctx"].values()))
         relation = {"greater_than_equal": ">=", "less_than_equal": "<=", "greater_than": ">", "less_than": "<"}
         message = f"expected a number {relation[kind]} {bound}, found {found}"
-    elif kind == "string_pattern_mismatch" and loc == ("log_level",):
-        message = f"expected one of debug, info, warning, error; found {found}"
+    elif kind == "string_pattern_mismatch" and loc and loc[-1] in _CHOICES:
+        message = f"expected one of {', '.join(_CHOICES[str(loc[-1])])}; found {found}"
     else:
         msg = str(error["msg"])
         message = f"{msg[0].lower()}{msg[1:]}; found {found}"

@@ -117,6 +117,14 @@ class BackoffSpec(_Strict):
     multiplier: float = Field(default=2.0, ge=1.0, le=10.0)
     jitter: float = Field(default=0.1, ge=0.0, le=1.0)
 
+    @model_validator(mode="after")
+    def _check_bounds(self) -> BackoffSpec:
+        if self.initial < 0.001:
+            raise ValueError("expected an initial wait of at least 1ms (0 would retry in a tight loop)")
+        if self.max < self.initial:
+            raise ValueError(f"expected max ({self.max:g}s) to be at least initial ({self.initial:g}s)")
+        return self
+
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds before retry number `attempt` (see eventd.retry.Backoff)."""
         return Backoff(self.initial, max(self.max, self.initial), self.multiplier, self.jitter).delay(attempt, rng)

@@ -1,0 +1,236 @@
+"""Embedded queues and queue mappings through a real daemon: producer API, SQS event shape, batching
+windows and byte caps, filters, partial batch failures, redrive to the DLQ."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import Daemon, http, metric_value, wait_until
+
+HANDLERS = '''
+import json, os, time
+
+def _log(kind, event, context):
+    with open(os.environ["BATCH_LOG"], "a") as log:
+        log.write(json.dumps({"fn": context.function_name, "t": time.time(), "kind": kind,
+                              "records": event.get("Records", [])}) + "\\n")
+
+def record(event, context):
+    _log("ok", event, context)
+    return None
+
+def partial(event, context):
+    # fail every message whose body says so; report them as batch item failures
+    _log("partial", event, context)
+    failed = [r["messageId"] for r in event["Records"] if "fail" in r["body"]]
+    return {"batchItemFailures": [{"itemIdentifier": i} for i in failed]}
+
+def bad_answer(event, context):
+    _log("bad", event, context)
+    return {"batchItemFailures": [{"itemIdentifier": "not-in-this-batch"}]}
+
+def explode(event, context):
+    _log("explode", event, context)
+    raise ValueError("poison")
+'''
+
+
+class BatchLog:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def batches(self, fn: str | None = None) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        entries = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        return [e for e in entries if fn is None or e["fn"] == fn]
+
+    def bodies(self, fn: str | None = None) -> list[str]:
+        return [r["body"] for b in self.batches(fn) for r in b["records"]]
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> BatchLog:
+    return BatchLog(tmp_path / "batches.jsonl")
+
+
+def make(daemon_factory, log: BatchLog, functions: dict[str, dict[str, Any]], **top: Any) -> Daemon:  # type: ignore[no-untyped-def]
+    for spec in functions.values():
+        spec.setdefault("environment", {})["BATCH_LOG"] = str(log.path)
+    return daemon_factory(functions, {"h.py": HANDLERS}, **top).start()
+
+
+def send(daemon: Daemon, queue: str, *bodies: Any, **extra: Any) -> list[str]:
+    messages = [{"body": b, **extra} for b in bodies]
+    reply = http("POST", f"{daemon.url}/queues/{queue}/messages", json.dumps({"messages": messages}).encode())
+    assert reply.status == 200, reply.body
+    return [m["id"] for m in reply.json()["messages"]]
+
+
+def stats(daemon: Daemon, queue: str) -> dict[str, Any]:
+    for entry in http("GET", f"{daemon.url}/admin/queues").json()["queues"]:
+        if entry["queue"] == queue:
+            return entry  # type: ignore[no-any-return]
+    raise KeyError(queue)
+
+
+def test_messages_arrive_in_the_sqs_shape_and_are_deleted(daemon_factory, log: BatchLog) -> None:  # type: ignore[no-untyped-def]
+    daemon = make(daemon_factory, log, {"fn": {"handler": "h.record"}}, queues={"q": {}},
+                  routes=[{"queue": "q", "function": "fn", "batch_size": 10}])
+    reply = http("POST", f"{daemon.url}/queues/q/messages",
+                 json.dumps({"body": "hello", "attributes": {"Author": "Ann", "n": 3}}).encode())
+    assert reply.status == 200
+    message_id = reply.json()["id"]
+    batch = wait_until(lambda: log.batches("fn"), what="the batch")[0]
+    [record] = batch["records"]
+    assert record["messageId"] == message_id
+    assert record["body"] == "hello"
+    assert record["eventSource"] == "aws:sqs"
+    assert record["eventSourceARN"] == "arn:aws:sqs:us-east-1:000000000000:q"
+    assert record["awsRegion"] == "us-east-1"
+    assert record["attributes"]["ApproximateReceiveCount"] == "1"
+    assert record["attributes"]["SentTimestamp"].isdigit()
+    assert record["messageAttributes"] == {
+        "Author": {"stringValue": "Ann", "stringListValues": [], "binaryListValues": [], "dataType": "String"},
+        "n": {"stringValue": "3", "stringListValues": [], "binaryListValues": [], "dataType": "Number"},
+    }
+    assert len(record["md5OfBody"]) == 32 and "md5OfMessageAttributes" in record
+    wait_until(lambda: stats(daemon, "q")["in_flight"] == 0 and stats(daemon, "q")["visible"] == 0,
+               what="the message to be deleted")
+    text = daemon.metrics()
+    assert metric_value(text, "eventd_mapping_batches_total", mapping="q->fn", outcome="success") == 1
+    assert metric_value(text, "eventd_queue_messages_sent_total", queue="q") == 1
+
+
+def test_window_flushes_on_time_without_more_traffic(daemon_factory, log: BatchLog) -> None:  # type: ignore[no-untyped-def]
+    daemon = make(daemon_factory, log, {"fn": {"handler": "h.record"}}, queues={"q": {}},
+                  routes=[{"queue": "q", "function": "fn", "batch_size": 100, "batching_window": "700ms"}])
+    sent = time.time()
+    send(daemon, "q", "a", "b", "c")
+    batch = wait_until(lambda: log.batches("fn"), timeout=15, what="the window to flush")[0]
+    # the batch waited for its window (more could have come), then went with what it had
+    assert batch["t"] - sent >= 0.7 - 0.05
+    assert sorted(r["body"] for r in batch["records"]) == ["a", "b", "c"]
+
+
+def test_batches_respect_size_and_byte_caps(daemon_factory, log: BatchLog) -> None:  # type: ignore[no-untyped-def]
+    daemon = make(daemon_factory, log, {"fn": {"handler": "h.record", "concurrency": 1}}, queues={"q": {}},
+                  routes=[{"queue": "q", "function": "fn", "batch_size": 4, "batching_window": "2s",
+                           "max_batch_bytes": 3000}])
+    send(daemon, "q", *[f"m{i}" for i in range(8)])
+    send(daemon, "q", *["x" * 1500 for _ in range(3)])
+    wait_until(lambda: len(log.bodies("fn")) == 11, timeout=20, what="all messages")
+    sizes = [len(b["records"]) for b in log.batches("fn")]
+    assert max(sizes) <= 4
+    for batch in log.batches("fn"):
+        # 512 bytes of envelope per record count too: two 1500-byte bodies already pass 3000
+        big = [r for r in batch["records"] if len(r["body"]) == 1500]
+        assert len(big) <= 1
+
+
+def test_filters_drop_and_delete_what_does_not_match(daemon_factory, log: BatchLog) -> None:  # type: ignore[no-untyped-def]
+    daemon = make(daemon_factory, log, {"fn": {"handler": "h.record"}}, queues={"q": {}},
+                  routes=[{"queue": "q", "function": "fn", "batching_window": "300ms",
+                           "filters": [{"body": {"kind": ["order"], "total": [{"numeric": [">", 100]}]}}]}])
+    send(daemon, "q", json.dumps({"kind": "order", "total": 250}), json.dumps({"kind": "order", "total": 5}),
+         json.dumps({"kind": "refund", "total": 900}), "not json")
+    wait_until(lambda: metric_value(daemon.metrics(), "eventd_mapping_records_filtered_total", mapping="q->fn") == 3,
+               what="three messages filtered out")
+    wait_until(lambda: log.bodies("fn"), what="the matching message")
+    assert [json.loads(b) for b in log.bodies("fn")] == [{"kind": "order", "total": 250}]
+    wait_until(lambda: stats(daemon, "q")["visible"] + stats(daemon, "q")["in_flight"] == 0,
+               what="filtered messages to be deleted")
+
+
+def test_partial_batch_failure_returns_only_the_listed_messages(daemon_factory, log: BatchLog) -> None:  # type: ignore[no-untyped-def]
+    daemon = make(daemon_factory, log, {"fn": {"handler": "h.partial", "timeout": "1s"}},
+                  queues={"q": {"visibility_timeout": "1s"}},
+                  routes=[{"queue": "q", "function": "fn", "batching_window": "300ms",
+                           "report_batch_item_failures": True}])
+    send(daemon, "q", "ok-1", "fail-2", "ok-3")
+    # the failed one comes back after the visibility timeout, with its receive count up
+    wait_until(lambda: log.bodies("fn").count("fail-2") >= 2, timeout=15, what="the failed message to return")
+    assert log.bodies("fn").count("ok-1") == 1 and log.bodies("fn").count("ok-3") == 1
+    again = [r for b in log.batches("fn")[1:] for r in b["records"] if r["body"] == "fail-2"][0]
+    assert int(again["attributes"]["ApproximateReceiveCount"]) >= 2
+    text = daemon.metrics()
+    assert metric_value(text, "eventd_mapping_batches_total", mapping="q->fn", outcome="partial") >= 1
+
+
+def test_an_invalid_failure_report_fails_the_whole_batch(daemon_factory, log: BatchLog) -> None:  # type: ignore[no-untyped-def]
+    daemon = make(daemon_factory, log, {"fn": {"handler": "h.bad_answer", "timeout": "1s"}},
+                  queues={"q": {"visibility_timeout": "1s"}},
+                  routes=[{"queue": "q", "function": "fn", "report_batch_item_failures": True}])
+    send(daemon, "q", "one")
+    wait_until(lambda: log.bodies("fn").count("one") >= 2, timeout=15, what="the whole batch to be retried")
+
+
+def test_poison_message_goes_to_the_dlq_after_max_receive_count(daemon_factory, log: BatchLog) -> None:  # type: ignore[no-untyped-def]
+    daemon = make(daemon_factory, log, {"fn": {"handler": "h.explode", "timeout": "1s"}},
+                  queues={"q": {"visibility_timeout": "1s", "dead_letter": "dlq", "max_receive_count": 2},
+                          "dlq": {}},
+                  routes=[{"queue": "q", "function": "fn"}])
+    [message_id] = send(daemon, "q", "poison")
+    wait_until(lambda: stats(daemon, "dlq")["visible"] == 1, timeout=20, what="the poison message in the DLQ")
+    assert log.bodies("fn") == ["poison", "poison"]  # received max_receive_count times, then moved
+    moved = http("GET", f"{daemon.url}/admin/queues/dlq/messages/{message_id}").json()
+    assert moved["body"] == "poison" and moved["id"] == message_id
+    assert metric_value(daemon.metrics(), "eventd_queue_dead_lettered_total", queue="q", dead_letter="dlq") == 1
+
+
+def test_producer_errors_are_clear(daemon_factory, log: BatchLog) -> None:  # type: ignore[no-untyped-def]
+    daemon = make(daemon_factory, log, {"fn": {"handler": "h.record"}},
+                  queues={"small": {"max_message_size": 10}})
+    reply = http("POST", f"{daemon.url}/queues/nope/messages", b'{"body": "x"}')
+    assert reply.status == 404 and reply.headers["x-amzn-errortype"] == "QueueDoesNotExist"
+    reply = http("POST", f"{daemon.url}/queues/small/messages", b'{"body": "far too long for this"}')
+    assert reply.status == 400 and "at most 10" in reply.json()["message"]
+    reply = http("POST", f"{daemon.url}/queues/small/messages", b"{nope")
+    assert reply.status == 400 and reply.headers["x-amzn-errortype"] == "InvalidRequestContentException"
+    reply = http("POST", f"{daemon.url}/queues/small/messages", b'{"body": "x", "delay": "soon"}')
+    assert reply.status == 400 and "delay" in reply.json()["message"]
+    reply = http("POST", f"{daemon.url}/queues/small/messages", b'{"messages": []}')
+    assert reply.status == 400
+
+
+def test_delay_keeps_a_message_invisible(daemon_factory, log: BatchLog) -> None:  # type: ignore[no-untyped-def]
+    daemon = make(daemon_factory, log, {"fn": {"handler": "h.record"}}, queues={"q": {}},
+                  routes=[{"queue": "q", "function": "fn"}])
+    sent = time.time()
+    send(daemon, "q", "later", delay="800ms")
+    batch = wait_until(lambda: log.batches("fn"), timeout=15, what="the delayed message")[0]
+    assert batch["t"] - sent >= 0.8 - 0.05
+
+
+def cli(daemon: Daemon, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "eventd", *args, "--url", daemon.url], capture_output=True,
+                          text=True, timeout=60, input=stdin)
+
+
+def test_cli_send_stats_peek_purge(daemon_factory, log: BatchLog, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    daemon = make(daemon_factory, log, {"fn": {"handler": "h.record"}}, queues={"q": {}})
+    one = cli(daemon, "send", "q", "--body", "hi")
+    assert one.returncode == 0, one.stderr
+    assert len(one.stdout.strip()) == 36
+    lines = tmp_path / "lines.txt"
+    lines.write_text("a\nb\n\nc\n")
+    many = cli(daemon, "send", "q", "--file", str(lines), "--lines")
+    assert many.returncode == 0 and len(many.stdout.split()) == 3  # blank lines are skipped
+    whole = cli(daemon, "send", "q", "--file", str(lines))
+    assert whole.returncode == 0 and len(whole.stdout.split()) == 1
+    stats_out = cli(daemon, "queue", "stats")
+    assert stats_out.returncode == 0
+    assert any(line.split()[:2] == ["q", "5"] for line in stats_out.stdout.splitlines()), stats_out.stdout
+    peek = cli(daemon, "queue", "peek", "q", "--limit", "2")
+    assert peek.returncode == 0 and "hi" in peek.stdout
+    purge = cli(daemon, "queue", "purge", "q")
+    assert purge.stdout.strip() == "purged 5 messages from q"
+    missing = cli(daemon, "send", "nope", "--body", "x")
+    assert missing.returncode == 1 and "QueueDoesNotExist" in missing.stderr and missing.stderr.count("\n") == 1
