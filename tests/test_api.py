@@ -154,6 +154,7 @@ def test_raw_http_edges(daemon: Daemon) -> None:
     # async payloads are capped at 1 MB, as in Lambda
     reply = http("POST", url, b'"' + b"x" * (1024 * 1024) + b'"', {"X-Amz-Invocation-Type": "Event"})
     assert reply.status == 413 and reply.headers["x-amzn-errortype"] == "RequestTooLargeException"
+    assert "1048576 bytes" in reply.json()["message"]  # the async limit, not the sync one
     reply = http("POST", url, b"{bad", {"X-Amz-Invocation-Type": "Event"})
     assert reply.status == 400 and reply.headers["x-amzn-errortype"] == "InvalidRequestContentException"
     reply = http("POST", url, b"\x87 not utf-8")

@@ -323,3 +323,38 @@ def test_cli_invoke_async(daemon_factory, events: EventLog) -> None:  # type: ig
     request_id = done.stdout.strip()
     entry = wait_until(lambda: events.entries("ok"), what="the event")[0]
     assert entry["rid"] == request_id and entry["event"] == {"via": "cli"}
+
+
+def test_two_functions_sharing_the_unreserved_pool_are_never_throttled(daemon_factory, events: EventLog) -> None:  # type: ignore[no-untyped-def]
+    # Regression: each function's runner used to count the same free shared slots, fetch too many
+    # events, and see some of them throttled (and wait a throttle backoff) for nothing.
+    daemon = make(daemon_factory, events, {"a": {"handler": "h.ok"}, "b": {"handler": "h.ok"}}, max_concurrency=2)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda n: send(daemon, "a" if n % 2 else "b", {"n": n}), range(60)))
+    wait_until(lambda: len(events.entries()) == 60, timeout=30, what="all events to run")
+    text = daemon.metrics()
+    for function in ("a", "b"):
+        assert metric_value(text, "eventd_async_retries_total", function=function, cause="throttle") == 0
+        assert metric_value(text, "eventd_throttles_total", function=function,
+                            reason="ConcurrentInvocationLimitExceeded") == 0
+
+
+def test_redriving_destination_records_keeps_the_payload_and_request_id(daemon_factory, events: EventLog) -> None:  # type: ignore[no-untyped-def]
+    daemon = make(daemon_factory, events, {
+        "fail": {"handler": "h.fail", "async": {"max_retries": 0, "on_failure": {"queue": "failures"}}},
+        "ok": {"handler": "h.ok"},
+    }, queues={"failures": {}})
+    request_id = send(daemon, "fail", {"keep": "me"})
+    wait_messages(daemon, "failures", 1)
+    listed = http("GET", f"{daemon.url}/admin/queues/failures/messages").json()["messages"]
+    assert listed[0]["function"] == "fail"
+    reply = http("POST", f"{daemon.url}/admin/queues/failures/redrive", b'{"to": "ok"}')
+    assert reply.json()["redriven"] == 1
+    entry = wait_until(lambda: events.entries("ok"), what="the redriven record's payload")[0]
+    assert entry["event"] == {"keep": "me"}  # the original payload, not the record around it
+    assert entry["rid"] != request_id
+    # bad redrive requests get a clear 400, not a server error
+    for body in (b"[]", b'{"limit": true}', b'{"limit": 0}', b"{nope"):
+        bad = http("POST", f"{daemon.url}/admin/queues/failures/redrive", body)
+        assert bad.status == 400, (body, bad.status)
+    assert http("POST", f"{daemon.url}/admin/queues/failures/redrive", b'{"to": "nope"}').status == 404

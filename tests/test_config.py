@@ -281,6 +281,82 @@ BAD_CONFIGS: list[tuple[str, str, list[str]]] = [
         ["{file}:1: log_level: expected one of debug, info, warning, error; found 'verbose'"],
     ),
     (
+        "bad-durability",
+        "durability: sometimes\n",
+        ["{file}:1: durability: expected one of normal, full; found 'sometimes'"],
+    ),
+    (
+        "backoff-max-below-initial-and-zero-initial",
+        """\
+        functions:
+          f:
+            handler: m.f
+            async:
+              retry_backoff: {initial: 10s, max: 1s}
+              throttle_backoff: {initial: 0s, max: 1s}
+        """,
+        [
+            "{file}:5: functions.f.async.retry_backoff: expected max (1s) to be at least initial (10s), "
+            "found a mapping",
+            "{file}:6: functions.f.async.throttle_backoff: expected an initial wait of at least 1ms "
+            "(0 would retry in a tight loop), found a mapping",
+        ],
+    ),
+    (
+        "dangling-references",
+        """\
+        queues:
+          q: {dead_letter: q}
+          dlq: {}
+        streams:
+          s: {}
+        functions:
+          f:
+            handler: m.f
+            async:
+              on_success: {queue: dql}
+              on_failure: {function: f}
+              dead_letter: nope
+        routes:
+          - queue: qq
+            function: f
+          - stream: s
+            function: g
+          - stream: s
+            function: f
+            name: s->g
+        """,
+        [
+            "{file}:2: queues.q.dead_letter: a queue cannot be its own dead-letter queue",
+            "{file}:10: functions.f.async.on_success.queue: expected one of the queues, found 'dql'; "
+            "did you mean 'dlq'?",
+            "{file}:11: functions.f.async.on_failure.function: a function cannot be its own destination "
+            "(as in Lambda)",
+            "{file}:12: functions.f.async.dead_letter: expected one of the queues, found 'nope'",
+            "{file}:14: routes[0].queue: expected one of the queues, found 'qq'; did you mean 'q'?",
+            "{file}:17: routes[1].function: expected one of the functions, found 'g'",
+            "{file}:20: routes[2].name: two routes are both named 's->g' (routes[1]); give one a `name`",
+        ],
+    ),
+    (
+        "route-without-a-source-and-unknown-route-key",
+        """\
+        functions:
+          f: {handler: m.f}
+        queues:
+          q: {}
+        routes:
+          - function: f
+          - queue: q
+            function: f
+            batchsize: 5
+        """,
+        [
+            "{file}:6: routes[0]: expected a route with one source: queue or stream; found a mapping",
+            "{file}:9: routes[1].batchsize: unknown key; did you mean 'batch_size'?",
+        ],
+    ),
+    (
         # schema errors, cross-key checks and a missing folder, all in one run, in line order
         "several-problems",
         """\
