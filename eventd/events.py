@@ -34,6 +34,10 @@ def sqs_record(queue: str, message: Message) -> dict[str, Any]:
         "SenderId": "eventd",
         "ApproximateFirstReceiveTimestamp": str(int((message.first_received_at or message.sent_at) * 1000)),
     }
+    if message.group_id is not None:
+        attributes["SequenceNumber"] = f"{message.seq:020d}"
+        attributes["MessageGroupId"] = message.group_id
+        attributes["MessageDeduplicationId"] = str(message.meta.get("dedup", ""))
     message_attributes = {
         name: {
             "stringValue": value.get("StringValue"),

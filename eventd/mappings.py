@@ -181,7 +181,7 @@ class QueueMapping(_Worker):
                 continue
             self.wake.clear()
             messages, dead_lettered = await self._queues.receive_batch(
-                queue, batcher.room, self._spec.visibility_timeout, self._redrive)
+                queue, batcher.room, self._spec.visibility_timeout, self._redrive, fifo=self._spec.fifo)
             if dead_lettered:
                 assert self._redrive is not None
                 self._metrics.queue_dead_lettered.labels(queue, self._redrive.dead_letter).inc(dead_lettered)

@@ -3,13 +3,14 @@ returns is committed first (acknowledge after commit)."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from eventd.api import ApiError, invoker_key
-from eventd.store.queues import NewMessage
+from eventd.store.queues import Fifo, NewMessage
 from eventd.store.streams import NewRecord, sequence_number, shard_id
 from eventd.units import parse_duration
 
@@ -94,8 +95,23 @@ async def send_messages(request: web.Request) -> web.Response:
                 raise _invalid(f"{where}.delay: {exc}") from None
             if delay > 900:
                 raise _invalid(f"{where}.delay: at most 15m")
-        messages.append(NewMessage(body, attributes, delay=delay))
-    ids = await request.app[queues_key].send(name, messages)
+        group_id = dedup_id = None
+        meta = None
+        if spec.fifo:
+            group_id = entry.get("group_id")
+            if not isinstance(group_id, str) or not 1 <= len(group_id) <= 128:
+                raise _invalid(f"{where}.group_id: a FIFO queue needs a message group id of 1-128 characters")
+            dedup_id = entry.get("deduplication_id")
+            if dedup_id is None and spec.content_based_deduplication:
+                dedup_id = hashlib.sha256(body).hexdigest()
+            if not isinstance(dedup_id, str) or not 1 <= len(dedup_id) <= 128:
+                raise _invalid(f"{where}.deduplication_id: queue {name} needs one (or content_based_deduplication)")
+            meta = {"dedup": dedup_id}
+        elif "group_id" in entry or "deduplication_id" in entry:
+            raise _invalid(f"{where}: group_id and deduplication_id are for FIFO queues; {name} is not one")
+        messages.append(NewMessage(body, attributes, meta=meta, delay=delay, group_id=group_id, dedup_id=dedup_id))
+    fifo = Fifo(spec.deduplication_window) if spec.fifo else None
+    ids = await request.app[queues_key].send(name, messages, fifo)
     request.app[metrics_key].queue_sent.labels(name).inc(len(ids))
     request.app[mappings_key].wake_queue(name)
     if many:

@@ -222,3 +222,13 @@ def handler(event, context):
     def close(self) -> None:
         self.open()
         self._server.close()
+
+
+def read_jsonl(path: Path) -> list[Any]:
+    """The complete JSON lines of a file that handlers append to: a line still being written (no
+    newline yet) is left for the next read."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    complete = text[: text.rfind("\n") + 1]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]

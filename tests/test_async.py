@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Daemon, Gate, free_port, http, metric_value, wait_until
+from tests.harness import read_jsonl, Daemon, Gate, free_port, http, metric_value, wait_until
 
 HANDLERS = '''
 import json, os, time
@@ -45,10 +45,7 @@ class EventLog:
         self.path = path
 
     def entries(self, fn: str | None = None) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        lines = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
-        return [entry for entry in lines if fn is None or entry["fn"] == fn]
+        return [entry for entry in read_jsonl(self.path) if fn is None or entry["fn"] == fn]
 
 
 @pytest.fixture

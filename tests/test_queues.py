@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Daemon, http, metric_value, wait_until
+from tests.harness import read_jsonl, Daemon, http, metric_value, wait_until
 
 HANDLERS = '''
 import json, os, time
@@ -32,6 +32,13 @@ def partial(event, context):
     failed = [r["messageId"] for r in event["Records"] if "fail" in r["body"]]
     return {"batchItemFailures": [{"itemIdentifier": i} for i in failed]}
 
+def fail_once(event, context):
+    # fail a message that asks for it on its first receive only
+    _log("fail_once", event, context)
+    failed = [r["messageId"] for r in event["Records"]
+              if "fail" in r["body"] and r["attributes"]["ApproximateReceiveCount"] == "1"]
+    return {"batchItemFailures": [{"itemIdentifier": i} for i in failed]}
+
 def bad_answer(event, context):
     _log("bad", event, context)
     return {"batchItemFailures": [{"itemIdentifier": "not-in-this-batch"}]}
@@ -47,10 +54,7 @@ class BatchLog:
         self.path = path
 
     def batches(self, fn: str | None = None) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        entries = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
-        return [e for e in entries if fn is None or e["fn"] == fn]
+        return [entry for entry in read_jsonl(self.path) if fn is None or entry["fn"] == fn]
 
     def bodies(self, fn: str | None = None) -> list[str]:
         return [r["body"] for b in self.batches(fn) for r in b["records"]]
@@ -256,3 +260,40 @@ def test_kill_9_mid_batch_loses_no_committed_message(daemon_factory, log: BatchL
     print(f"\nqueue kill -9: 2000 messages, {repeated} ran twice (received but not deleted at the kill)")
     wait_until(lambda: stats(daemon, "q")["visible"] + stats(daemon, "q")["in_flight"] == 0,
                what="the queue to drain")
+
+
+def test_fifo_keeps_group_order_across_failures_and_deduplicates(daemon_factory, log: BatchLog) -> None:  # type: ignore[no-untyped-def]
+    daemon = make(daemon_factory, log, {"fn": {"handler": "h.fail_once", "timeout": "1s"}},
+                  queues={"orders.fifo": {"fifo": True, "visibility_timeout": "1s",
+                                          "content_based_deduplication": True}},
+                  routes=[{"queue": "orders.fifo", "function": "fn", "batch_size": 10,
+                           "report_batch_item_failures": True}])
+    messages = []
+    for n in range(30):
+        group = f"g{n % 3}"
+        body = f"{group}-{n}" + ("-fail" if n == 4 else "")
+        messages.append({"body": body, "group_id": group})
+    reply = http("POST", f"{daemon.url}/queues/orders.fifo/messages", json.dumps({"messages": messages}).encode())
+    assert reply.status == 200, reply.body
+    # a duplicate body within the window is accepted but not enqueued again, and gets the first id
+    again = http("POST", f"{daemon.url}/queues/orders.fifo/messages",
+                 json.dumps({"body": "g0-0", "group_id": "g0"}).encode())
+    assert again.json()["id"] == reply.json()["messages"][0]["id"]
+    wait_until(lambda: stats(daemon, "orders.fifo")["visible"] + stats(daemon, "orders.fifo")["in_flight"] == 0,
+               timeout=60, what="the FIFO queue to drain")
+    # every group saw its messages in order (first deliveries), through a failure and its retry
+    for group in ("g0", "g1", "g2"):
+        seen = [b for b in log.bodies() if b.startswith(group + "-")]
+        first_time = []
+        for body in seen:
+            if body not in first_time:
+                first_time.append(body)
+        numbers = [int(b.split("-")[1]) for b in first_time]
+        assert numbers == sorted(numbers), f"{group} out of order: {seen}"
+    assert log.bodies().count("g0-0") == 1  # the duplicate never ran
+    batches = log.batches("fn")
+    record = batches[0]["records"][0]
+    assert record["attributes"]["MessageGroupId"] in {"g0", "g1", "g2"}
+    assert len(record["attributes"]["SequenceNumber"]) == 20 and record["attributes"]["MessageDeduplicationId"]
+    missing_group = http("POST", f"{daemon.url}/queues/orders.fifo/messages", b'{"body": "x"}')
+    assert missing_group.status == 400 and "group_id" in missing_group.json()["message"]

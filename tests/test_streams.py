@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Daemon, http, metric_value, wait_until
+from tests.harness import read_jsonl, Daemon, http, metric_value, wait_until
 
 HANDLERS = '''
 import base64, json, os, time
@@ -57,10 +57,7 @@ class StreamLog:
         self.path = path
 
     def entries(self, fn: str | None = None) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
-        return [r for r in rows if fn is None or r["fn"] == fn]
+        return [entry for entry in read_jsonl(self.path) if fn is None or entry["fn"] == fn]
 
 
 @pytest.fixture

@@ -185,6 +185,12 @@ def _check_routes(config: Config, loaded: LoadedYaml, file: str) -> list[ConfigP
             if queue is None:
                 problem((*path, "queue"), f"expected one of the queues, found {route.queue!r}"
                         + _suggest(route.queue, config.queues))
+            elif queue.fifo and route.batch_size > 10:
+                problem((*path, "batch_size"), f"expected at most 10 for the FIFO queue {route.queue!r} "
+                        f"(as Lambda), found {route.batch_size}")
+            elif queue.fifo and route.batching_window > 0:
+                problem((*path, "batching_window"), f"expected no batching_window for the FIFO queue "
+                        f"{route.queue!r} (Lambda allows windows on standard queues only)")
             elif function is not None and function.timeout > queue.visibility_timeout:
                 # as Lambda: a batch must finish before its messages become visible to another poller
                 problem((*path, "queue"), f"expected a queue whose visibility_timeout ({queue.visibility_timeout:g}s)"

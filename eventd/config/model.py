@@ -43,7 +43,7 @@ RESERVED_ENV = frozenset(
 
 _FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _HANDLER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
-_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
+_QUEUE_NAME = re.compile(r"^(?=.{1,80}$)[A-Za-z0-9_-]+(\.fifo)?$")
 _ENV_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]+$")
 
 
@@ -95,7 +95,7 @@ def _function_name(name: str) -> str:
 
 def _queue_name(name: str) -> str:
     if not _QUEUE_NAME.match(name):
-        raise ValueError("expected a queue name of 1-80 letters, digits, '-' or '_'")
+        raise ValueError("expected a queue name of 1-80 letters, digits, '-' or '_' (FIFO queues may end in .fifo)")
     return name
 
 
@@ -200,6 +200,11 @@ class QueueSpec(_Strict):
     max_receive_count: int = Field(
         default=10, ge=1, le=1000, description="receives after which a message moves to `dead_letter`"
     )
+    fifo: bool = Field(default=False, description="order messages per message group; deduplicate by id")
+    content_based_deduplication: bool = Field(
+        default=False, description="FIFO: a message without a deduplication id is deduplicated by its body's SHA-256"
+    )
+    deduplication_window: Duration = Field(default=300.0, description="FIFO: how long a deduplication id is kept")
 
     @field_validator("visibility_timeout")
     @classmethod

@@ -31,6 +31,17 @@ class NewMessage:
     meta: dict[str, Any] | None = None
     delay: float = 0.0
     id: str | None = None
+    #: FIFO queues: messages of one group are received in order, one batch of a group at a time
+    group_id: str | None = None
+    #: FIFO queues: a second message with this id within the window is accepted but not enqueued
+    dedup_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Fifo:
+    """A FIFO queue's deduplication window, in seconds."""
+
+    dedup_window: float
 
 
 @dataclass(frozen=True)
@@ -46,17 +57,21 @@ class Message:
     visible_at: float = 0.0
     #: identifies this receive; deleting with an older receipt (the message was received again since) fails
     receipt: str = field(default="")
+    #: the store's order of arrival (FIFO queues report it as SequenceNumber)
+    seq: int = 0
+    group_id: str | None = None
 
 
-_COLUMNS = "seq, queue, id, body, attributes, meta, sent_at, receive_count, first_received_at, visible_at"
+_COLUMNS = "seq, queue, id, body, attributes, meta, sent_at, receive_count, first_received_at, visible_at, group_id"
 
 
 def _message(row: Sequence[Any]) -> Message:
-    seq, queue, id_, body, attributes, meta, sent_at, receive_count, first_received_at, visible_at = row
+    seq, queue, id_, body, attributes, meta, sent_at, receive_count, first_received_at, visible_at, group = row
     return Message(
         queue=queue, id=id_, body=bytes(body), attributes=orjson.loads(attributes) if attributes else {},
         meta=orjson.loads(meta) if meta else {}, sent_at=sent_at, receive_count=receive_count,
         first_received_at=first_received_at, visible_at=visible_at, receipt=f"{seq}:{receive_count}",
+        seq=seq, group_id=group,
     )
 
 
@@ -64,19 +79,42 @@ def _dumps(value: dict[str, Any] | None) -> str | None:
     return orjson.dumps(value).decode() if value else None
 
 
-def op_send(queue: str, messages: Sequence[NewMessage], now: float) -> Operation[list[str]]:
+def op_send(queue: str, messages: Sequence[NewMessage], now: float, fifo: Fifo | None = None) -> Operation[list[str]]:
     def run(conn: sqlite3.Connection) -> list[str]:
         ids = [m.id or str(uuid.uuid4()) for m in messages]
+        rows = [
+            (queue, id_, m.body, _dumps(m.attributes), _dumps(m.meta), now, now + m.delay, m.group_id)
+            for id_, m in zip(ids, messages, strict=True)
+        ]
+        if fifo is not None:
+            rows = _deduplicate(conn, queue, messages, ids, rows, now, fifo)
         conn.executemany(
-            "INSERT INTO messages (queue, id, body, attributes, meta, sent_at, visible_at) VALUES (?,?,?,?,?,?,?)",
-            [
-                (queue, id_, m.body, _dumps(m.attributes), _dumps(m.meta), now, now + m.delay)
-                for id_, m in zip(ids, messages, strict=True)
-            ],
+            "INSERT INTO messages (queue, id, body, attributes, meta, sent_at, visible_at, group_id) "
+            "VALUES (?,?,?,?,?,?,?,?)",
+            rows,
         )
         return ids
 
     return run
+
+
+def _deduplicate(conn: sqlite3.Connection, queue: str, messages: Sequence[NewMessage], ids: list[str],
+                 rows: list[tuple[Any, ...]], now: float, fifo: Fifo) -> list[tuple[Any, ...]]:
+    """As SQS FIFO: a message whose deduplication id was seen within the window is accepted (the caller
+    gets the first message's id) but not enqueued again."""
+    conn.execute("DELETE FROM dedup WHERE queue = ? AND expires_at <= ?", (queue, now))
+    kept = []
+    for index, message in enumerate(messages):
+        assert message.dedup_id is not None
+        seen = conn.execute("SELECT message_id FROM dedup WHERE queue = ? AND dedup_id = ?",
+                            (queue, message.dedup_id)).fetchone()
+        if seen:
+            ids[index] = seen[0]
+            continue
+        conn.execute("INSERT INTO dedup (queue, dedup_id, message_id, expires_at) VALUES (?,?,?,?)",
+                     (queue, message.dedup_id, ids[index], now + fifo.dedup_window))
+        kept.append(rows[index])
+    return kept
 
 
 @dataclass(frozen=True)
@@ -99,6 +137,27 @@ def op_dead_letter_exhausted(queue: str, redrive: Redrive, now: float, limit: in
                              AND receive_count >= ? ORDER BY visible_at, seq LIMIT ?)""",
             (redrive.dead_letter, now, queue, now, redrive.max_receive_count, limit),
         ).rowcount
+
+    return run
+
+
+def op_receive_fifo(queue: str, max_messages: int, visibility_timeout: float, now: float) -> Operation[list[Message]]:
+    """FIFO receive: the oldest visible messages, but never one with an earlier message of its group
+    still hidden (in flight, waiting out a failure, or delayed): a group is worked on in order."""
+
+    def run(conn: sqlite3.Connection) -> list[Message]:
+        rows = conn.execute(
+            f"""UPDATE messages SET visible_at = ?, receive_count = receive_count + 1, in_flight = 1,
+                    first_received_at = coalesce(first_received_at, ?)
+                WHERE seq IN (SELECT m.seq FROM messages m WHERE m.queue = ? AND m.visible_at <= ?
+                              AND NOT EXISTS (SELECT 1 FROM messages p WHERE p.queue = m.queue
+                                              AND p.group_id = m.group_id AND p.seq < m.seq AND p.visible_at > ?)
+                              ORDER BY m.seq LIMIT ?)
+                RETURNING {_COLUMNS}""",
+            (now + visibility_timeout, now, queue, now, now, max_messages),
+        ).fetchall()
+        rows.sort(key=lambda row: row[0])
+        return [_message(row) for row in rows]
 
     return run
 
@@ -283,19 +342,19 @@ class QueueStore:
         self.store = store
         self.clock = clock
 
-    async def send(self, queue: str, messages: Sequence[NewMessage]) -> list[str]:
+    async def send(self, queue: str, messages: Sequence[NewMessage], fifo: Fifo | None = None) -> list[str]:
         """Commit `messages`; the returned ids mean they are durable."""
-        return await self.store.write(op_send(queue, messages, self.clock()))
+        return await self.store.write(op_send(queue, messages, self.clock(), fifo))
 
     async def receive(self, queue: str, max_messages: int, visibility_timeout: float) -> list[Message]:
         return await self.store.write(op_receive(queue, max_messages, visibility_timeout, self.clock()))
 
     async def receive_batch(self, queue: str, max_messages: int, visibility_timeout: float,
-                            redrive: Redrive | None) -> tuple[list[Message], int]:
+                            redrive: Redrive | None, fifo: bool = False) -> tuple[list[Message], int]:
         """Receive under a redrive policy: first move exhausted messages to the dead-letter queue, then
         receive, in one transaction. Returns the messages and how many were dead-lettered."""
         now = self.clock()
-        receive = op_receive(queue, max_messages, visibility_timeout, now)
+        receive = (op_receive_fifo if fifo else op_receive)(queue, max_messages, visibility_timeout, now)
         if redrive is None:
             return await self.store.write(receive), 0
         move = op_dead_letter_exhausted(queue, redrive, now, max_messages)

@@ -55,7 +55,15 @@ def _v2(db: sqlite_utils.Database) -> None:
                              pk=("mapping", "shard", "lane"), not_null={"seq"})
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+def _v3(db: sqlite_utils.Database) -> None:
+    # FIFO queues: a message group orders its messages; a deduplication id is remembered for a window
+    db["messages"].add_column("group_id", str)
+    db["messages"].create_index(["queue", "group_id", "seq"], index_name="messages_group")
+    db["dedup"].create({"queue": str, "dedup_id": str, "message_id": str, "expires_at": float},
+                       pk=("queue", "dedup_id"), not_null={"message_id", "expires_at"})
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
 
 
 def migrate(conn: sqlite3.Connection) -> int:
