@@ -18,9 +18,9 @@ from aiohttp import web
 
 from eventd.asyncq import MAX_ASYNC_PAYLOAD, AsyncInvocations
 from eventd.dispatch import Throttled
-from eventd.invoke import Invoker, UnknownFunction
+from eventd.invoke import Invoker
 from eventd.metrics import Metrics
-from eventd.runtimes.pool import ACCOUNT, REGION, RUNTIME, function_arn
+from eventd.runtimes.pool import ACCOUNT, RUNTIME, function_arn
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,8 @@ async def lambda_errors(request: web.Request, handler: Any) -> web.StreamRespons
         return _too_large().response()
     except web.HTTPException as exc:
         if exc.status >= 400:
-            code = {404: "ResourceNotFoundException", 405: "MethodNotAllowedException"}.get(exc.status, "ServiceException")
+            codes = {404: "ResourceNotFoundException", 405: "MethodNotAllowedException"}
+            code = codes.get(exc.status, "ServiceException")
             return ApiError(exc.status, code, exc.reason, message_key="Message").response()
         raise
 

@@ -238,10 +238,8 @@ def _dead_letter(function: str, message: Message, meta: dict[str, Any], failure:
     """The original event, with Lambda's DLQ attributes (lambda-semantics.md §2.5)."""
     error_message = failure.condition
     if failure.result is not None and failure.result.error_type is not None:
-        try:
+        with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
             error_message = str(orjson.loads(failure.result.payload).get("errorMessage", failure.condition))
-        except (orjson.JSONDecodeError, AttributeError):
-            pass
     attributes = {
         "RequestID": {"DataType": "String", "StringValue": meta["rid"]},
         "ErrorCode": {"DataType": "Number", "StringValue": "200"},

@@ -21,12 +21,12 @@ from aiohttp import web
 from eventd.api import add_producer_api, build_app, ready_key
 from eventd.asyncq import AsyncInvocations
 from eventd.config.model import Config, parse_listen
+from eventd.gauges import QueueGauges
 from eventd.invoke import Invoker
 from eventd.logs import DaemonLogging
-from eventd.gauges import QueueGauges
 from eventd.mappings import Mappings
-from eventd.retention import Retention
 from eventd.metrics import Metrics
+from eventd.retention import Retention
 from eventd.store.engine import Store
 from eventd.store.queues import QueueStore
 from eventd.store.streams import StreamStore

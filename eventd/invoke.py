@@ -10,8 +10,8 @@ import base64
 import itertools
 import math
 import uuid
-from datetime import UTC, datetime
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson

@@ -437,7 +437,8 @@ class StreamMapping(_Worker):
         """Lambda's stream on-failure record: a pointer to the batch, not its records (§5.4)."""
 
         def iso(seconds: float) -> str:
-            return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(seconds % 1 * 1000):03d}Z"
+            stamp = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+            return f"{stamp}{int(seconds % 1 * 1000):03d}Z"
 
         record: dict[str, Any] = {
             "requestContext": {

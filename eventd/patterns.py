@@ -157,10 +157,7 @@ class _Leaf:
                     return True
             except TypeError:  # an unhashable non-JSON value cannot equal any pattern value
                 pass
-        for test in self.tests:
-            if test(value):
-                return True
-        return False
+        return any(test(value) for test in self.tests)
 
 
 @dataclass(frozen=True, slots=True)

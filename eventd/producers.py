@@ -61,7 +61,8 @@ def _attributes(raw: Any, where: str) -> dict[str, Any] | None:
     attributes: dict[str, Any] = {}
     for name, value in raw.items():
         if isinstance(value, dict) and "StringValue" in value:
-            attributes[name] = {"DataType": str(value.get("DataType", "String")), "StringValue": str(value["StringValue"])}
+            data_type = str(value.get("DataType", "String"))
+            attributes[name] = {"DataType": data_type, "StringValue": str(value["StringValue"])}
         elif isinstance(value, bool) or not isinstance(value, str | int | float):
             raise _invalid(f"{where}.attributes.{name} must be a string or a number")
         else:

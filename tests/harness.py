@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -212,10 +213,8 @@ def handler(event, context):
 
     def open(self) -> None:
         for conn in self._arrived:
-            try:
+            with contextlib.suppress(OSError):  # that handler's process is gone (killed on timeout or shutdown)
                 conn.sendall(b"x")
-            except OSError:
-                pass  # that handler's process is gone (killed on timeout or shutdown)
             conn.close()
         self._arrived.clear()
 

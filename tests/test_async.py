@@ -6,15 +6,14 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
-from tests.harness import read_jsonl, Daemon, Gate, free_port, http, metric_value, wait_until
+from tests.harness import Daemon, Gate, free_port, http, metric_value, read_jsonl, wait_until
 
 HANDLERS = '''
 import json, os, time
@@ -177,7 +176,7 @@ def test_on_success_to_a_queue_and_to_a_function(daemon_factory, events: EventLo
 
 
 class _Receiver(BaseHTTPRequestHandler):
-    received: list[bytes] = []
+    received: ClassVar[list[bytes]] = []
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         length = int(self.headers["Content-Length"])

@@ -102,7 +102,7 @@ async def test_an_event_older_than_its_max_age_is_not_run(engine: Any) -> None:
 
 
 async def test_a_free_slot_runs_the_event(engine: Any) -> None:
-    asyncq, invoker, queues, clock = engine
+    asyncq, _invoker, queues, _clock = engine
     await asyncq.accept("capped", b'{"fine": true}')
     await asyncq.process("capped", await receive_one(queues))
     assert await queues.peek(async_queue("capped")) == []

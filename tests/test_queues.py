@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import read_jsonl, Daemon, http, metric_value, wait_until
+from tests.harness import Daemon, http, metric_value, read_jsonl, wait_until
 
 HANDLERS = '''
 import json, os, time
@@ -162,7 +162,7 @@ def test_partial_batch_failure_returns_only_the_listed_messages(daemon_factory, 
     # the failed one comes back after the visibility timeout, with its receive count up
     wait_until(lambda: log.bodies("fn").count("fail-2") >= 2, timeout=15, what="the failed message to return")
     assert log.bodies("fn").count("ok-1") == 1 and log.bodies("fn").count("ok-3") == 1
-    again = [r for b in log.batches("fn")[1:] for r in b["records"] if r["body"] == "fail-2"][0]
+    again = next(r for b in log.batches("fn")[1:] for r in b["records"] if r["body"] == "fail-2")
     assert int(again["attributes"]["ApproximateReceiveCount"]) >= 2
     text = daemon.metrics()
     assert metric_value(text, "eventd_mapping_batches_total", mapping="q->fn", outcome="partial") >= 1

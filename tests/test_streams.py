@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import read_jsonl, Daemon, http, metric_value, wait_until
+from tests.harness import Daemon, http, metric_value, read_jsonl, wait_until
 
 HANDLERS = '''
 import base64, json, os, time

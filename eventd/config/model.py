@@ -10,9 +10,9 @@ from typing import Annotated, Any, ClassVar
 from pydantic import (
     AfterValidator,
     BaseModel,
-    Discriminator,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     PlainSerializer,
     Tag,
@@ -247,7 +247,9 @@ Pattern = dict[str, Any] | str
 
 class _MappingBase(_Strict):
     function: str = Field(description="the function invoked with each batch")
-    name: str | None = Field(default=None, description="names the mapping in metrics and status (default: source->function)")
+    name: str | None = Field(
+        default=None, description="names the mapping in metrics and status (default: source->function)"
+    )
     batching_window: Duration = Field(default=0.0, description="wait this long for a fuller batch (0-300s)")
     max_batch_bytes: int = Field(default=6 * 1024 * 1024, ge=1, le=6 * 1024 * 1024,
                                  description="a batch is flushed before its records reach this many bytes")

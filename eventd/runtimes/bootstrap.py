@@ -7,6 +7,8 @@ so a cold start costs one interpreter start plus the user's own imports.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import io
 import json
 import os
@@ -16,8 +18,6 @@ import socket
 import sys
 import threading
 import time
-import functools
-import importlib
 from importlib import import_module
 from typing import Any
 

@@ -16,7 +16,10 @@ class CognitoIdentity:
         self.cognito_identity_pool_id = pool_id
 
     def __repr__(self) -> str:
-        return f"CognitoIdentity([cognito_identity_id={self.cognito_identity_id}, pool={self.cognito_identity_pool_id}])"
+        return (
+            f"CognitoIdentity([cognito_identity_id={self.cognito_identity_id}, "
+            f"cognito_identity_pool_id={self.cognito_identity_pool_id}])"
+        )
 
 
 class Client:

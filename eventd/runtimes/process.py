@@ -7,6 +7,7 @@ on the socket) ends here as an `Outcome` with a Lambda error object; nothing is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import os
 import signal
@@ -243,10 +244,8 @@ class HandlerProcess:
         """SIGKILL the process group (the handler may have started children) and reap it."""
         self._killed_by_us = True
         if self._proc is not None and self._proc.returncode is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             await self._proc.wait()
         self._mark_dead("killed")
 

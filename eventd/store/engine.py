@@ -9,6 +9,7 @@ a caller that sees its result knows it is on disk (to the chosen durability).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -164,10 +165,8 @@ class Store:
             outcomes = [(pending, None, exc) for pending in batch]
         self.on_commit(len(batch), time.perf_counter() - started)
         assert self._loop is not None
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop is gone (shutdown): nobody waits any more
             self._loop.call_soon_threadsafe(_resolve, outcomes)
-        except RuntimeError:
-            pass  # the loop is gone (shutdown): nobody is waiting any more
 
 
 def _resolve(outcomes: list[tuple[_Pending, Any, BaseException | None]]) -> None:

@@ -291,7 +291,9 @@ def read_messages(queue: str, limit: int, after_seq: int = 0) -> Operation[list[
 
 def read_message(queue: str, message_id: str) -> Operation[Message | None]:
     def run(conn: sqlite3.Connection) -> Message | None:
-        row = conn.execute(f"SELECT {_COLUMNS} FROM messages WHERE queue = ? AND id = ?", (queue, message_id)).fetchone()
+        row = conn.execute(
+            f"SELECT {_COLUMNS} FROM messages WHERE queue = ? AND id = ?", (queue, message_id)
+        ).fetchone()
         return _message(row) if row else None
 
     return run

@@ -146,8 +146,10 @@ def read_shard_stats(stream: str) -> Operation[dict[int, tuple[int, int, float |
 
     def run(conn: sqlite3.Connection) -> dict[int, tuple[int, int, float | None]]:
         rows = conn.execute(
-            "SELECT s.shard, (SELECT count(*) FROM stream_records r WHERE r.stream = s.stream AND r.shard = s.shard),"
-            " s.next_seq - 1, (SELECT min(arrival) FROM stream_records r WHERE r.stream = s.stream AND r.shard = s.shard)"
+            "SELECT s.shard,"
+            " (SELECT count(*) FROM stream_records r WHERE r.stream = s.stream AND r.shard = s.shard),"
+            " s.next_seq - 1,"
+            " (SELECT min(arrival) FROM stream_records r WHERE r.stream = s.stream AND r.shard = s.shard)"
             " FROM stream_shards s WHERE s.stream = ?",
             (stream,),
         ).fetchall()
