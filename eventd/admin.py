@@ -10,6 +10,8 @@ from aiohttp import web
 
 from eventd import __version__
 from eventd.api import ApiError, async_key, invoker_key, ready_key
+from eventd.config import mapping_name
+from eventd.config.model import QueueRouteSpec
 from eventd.dlq import describe, redrive
 from eventd.runtimes.pool import REGION
 
@@ -38,8 +40,15 @@ async def status(request: web.Request) -> web.Response:
                 "last_init_error": pool.last_init_error,
             }
         )
+    config = invoker.config
+    mappings = [
+        {"name": mapping_name(route), "source": f"queue:{route.queue}" if isinstance(route, QueueRouteSpec)
+         else f"stream:{route.stream}", "function": route.function, "enabled": route.enabled}
+        for route in config.routes
+    ]
     return _json(
         {
+            "mappings": mappings,
             "version": __version__,
             "uptime_seconds": round(time.monotonic() - ready.get("started", time.monotonic()), 3),
             "max_concurrency": invoker.dispatcher.max_concurrency,

@@ -388,6 +388,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         rows.append((fn["name"], fn["handler"], str(p["idle"]), str(p["busy"]), str(p["starting"]),
                      str(fn["concurrency_in_use"]), cap, str(fn["warm"])))
     _print_table(rows)
+    if status.get("mappings"):
+        print()
+        rows = [("MAPPING", "SOURCE", "FUNCTION", "STATE")]
+        for m in status["mappings"]:
+            rows.append((m["name"], m["source"], m["function"], "enabled" if m["enabled"] else "disabled"))
+        _print_table(rows)
     for fn in status["functions"]:
         if fn.get("last_init_error"):
             error = fn["last_init_error"]
