@@ -9,9 +9,8 @@ import orjson
 from aiohttp import web
 
 from eventd import __version__
-from eventd.api import ApiError, async_key, invoker_key, ready_key
-from eventd.config import mapping_name
-from eventd.config.model import QueueRouteSpec
+from eventd.api import ApiError, async_key, invoker_key, ready_key, sources_key
+from eventd.config import mapping_name, route_source
 from eventd.dlq import describe, redrive
 from eventd.runtimes.pool import REGION
 
@@ -42,12 +41,18 @@ async def status(request: web.Request) -> web.Response:
         )
     config = invoker.config
     mappings = [
-        {"name": mapping_name(route), "source": f"queue:{route.queue}" if isinstance(route, QueueRouteSpec)
-         else f"stream:{route.stream}", "function": route.function, "enabled": route.enabled}
-        for route in config.routes
+        {"name": mapping_name(route, index), "source": route_source(route), "function": route.function,
+         "enabled": route.enabled}
+        for index, route in enumerate(config.routes)
     ]
+    sources = request.app.get(sources_key)
+    pushed = sources.status() if sources is not None else {"watches": [], "schedules": []}
+    for schedule in pushed["schedules"]:
+        nxt = schedule["next_fire"]
+        schedule["next_fire"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(nxt)) if nxt else None
     return _json(
         {
+            **pushed,
             "mappings": mappings,
             "version": __version__,
             "uptime_seconds": round(time.monotonic() - ready.get("started", time.monotonic()), 3),

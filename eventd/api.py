@@ -33,6 +33,8 @@ invoker_key = web.AppKey("invoker", Invoker)
 metrics_key = web.AppKey("metrics", Metrics)
 async_key = web.AppKey("async", AsyncInvocations)
 ready_key = web.AppKey("ready", dict)
+#: the push sources (HTTP routes, file watches, schedules), for status
+sources_key: web.AppKey[Any] = web.AppKey("sources")
 
 
 class ApiError(Exception):

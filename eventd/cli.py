@@ -394,6 +394,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         for m in status["mappings"]:
             rows.append((m["name"], m["source"], m["function"], "enabled" if m["enabled"] else "disabled"))
         _print_table(rows)
+    if status.get("schedules"):
+        print()
+        rows = [("SCHEDULE", "EXPRESSION", "TIMEZONE", "FUNCTION", "NEXT FIRE")]
+        for sch in status["schedules"]:
+            rows.append((sch["name"], sch["expression"], sch["timezone"], sch["function"], sch["next_fire"] or "-"))
+        _print_table(rows)
+    if status.get("watches"):
+        print()
+        rows = [("WATCH", "PATH", "MODE", "FUNCTION")]
+        for watch in status["watches"]:
+            rows.append((watch["name"], watch["path"], watch["mode"], watch["function"]))
+        _print_table(rows)
     for fn in status["functions"]:
         if fn.get("last_init_error"):
             error = fn["last_init_error"]

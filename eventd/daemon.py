@@ -18,7 +18,7 @@ import time
 
 from aiohttp import web
 
-from eventd.api import add_producer_api, build_app, ready_key
+from eventd.api import add_producer_api, build_app, ready_key, sources_key
 from eventd.asyncq import AsyncInvocations
 from eventd.config.model import Config, parse_listen
 from eventd.gauges import QueueGauges
@@ -27,6 +27,8 @@ from eventd.logs import DaemonLogging
 from eventd.mappings import Mappings
 from eventd.metrics import Metrics
 from eventd.retention import Retention
+from eventd.sources import PushSources
+from eventd.sources.http import RouteSecretError
 from eventd.store.engine import Store
 from eventd.store.queues import QueueStore
 from eventd.store.streams import StreamStore
@@ -37,6 +39,8 @@ log = logging.getLogger(__name__)
 #: the SQLite file under state_dir that holds queues, async events and DLQs
 STORE_FILE = "eventd.db"
 EXIT_OK = 0
+#: a route's secret is missing at start: the same exit code as an invalid config
+EXIT_CONFIG = 78
 #: the listener could not be bound, or another start-up step failed (uvicorn's STARTUP_FAILURE)
 EXIT_STARTUP = 3
 
@@ -84,8 +88,15 @@ class Daemon:
         mappings = Mappings(config, invoker, queues, streams, metrics, asyncq.webhooks, asyncq.wake)
         gauges = QueueGauges(config, queues, metrics)
         retention = Retention(config, queues, streams)
+        try:
+            sources = PushSources(config, invoker, asyncq, queues, metrics)
+        except RouteSecretError as exc:
+            log.error("Cannot start: %s.", exc)
+            await store.close()
+            return EXIT_CONFIG
         app = build_app(invoker, metrics, asyncq)
         add_producer_api(app, queues, streams, mappings, metrics)
+        app[sources_key] = sources
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=config.drain_timeout)
         await runner.setup()
         host, port = parse_listen(config.listen)
@@ -103,6 +114,16 @@ class Daemon:
         await invoker.start()
         await asyncq.start()
         await mappings.start()
+        try:
+            await sources.start()
+        except OSError as exc:
+            log.error("Cannot start the push sources: %s.", exc.strerror or exc)
+            await mappings.stop(0)
+            await asyncq.stop(0)
+            await invoker.stop()
+            await runner.cleanup()
+            await store.close()
+            return EXIT_STARTUP
         await gauges.start()
         await retention.start()
         warm = sum(spec.warm for spec in config.functions.values())
@@ -120,7 +141,7 @@ class Daemon:
         in_flight = invoker.dispatcher.total_in_use
         log.info("Stopping: waiting up to %.0f s for %d in-flight invocations.", config.drain_timeout, in_flight)
         # stop taking work from both doors at once, and give both the same drain deadline
-        drain = asyncio.gather(runner.cleanup(), asyncq.stop(config.drain_timeout),
+        drain = asyncio.gather(runner.cleanup(), sources.stop(), asyncq.stop(config.drain_timeout),
                                mappings.stop(config.drain_timeout))
         forced = asyncio.create_task(self._force.wait())
         await asyncio.wait({drain, forced}, return_when=asyncio.FIRST_COMPLETED)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 from typing import Any
+from urllib.parse import quote_plus
 
 import orjson
 
@@ -86,3 +88,32 @@ def kinesis_record(stream: str, record: StreamRecord) -> dict[str, Any]:
 
 def batch_event(records: list[dict[str, Any]]) -> bytes:
     return orjson.dumps({"Records": records})
+
+
+def s3_record(bucket: str, configuration: str, key: str, event_name: str, event_time: float, sequencer: str,
+              size: int | None = None, etag: str | None = None) -> dict[str, Any]:
+    """One S3 notification record (lambda-semantics.md §10.1). Keys are URL-encoded form style, as S3's;
+    removal events carry no size or eTag."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(event_time)) + f".{int(event_time % 1 * 1000):03d}Z"
+    obj: dict[str, Any] = {"key": quote_plus(key)}
+    if size is not None:
+        obj["size"] = size
+    if etag is not None:
+        obj["eTag"] = etag
+    obj["sequencer"] = sequencer
+    return {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": REGION,
+        "eventTime": stamp,
+        "eventName": event_name,
+        "userIdentity": {"principalId": "eventd"},
+        "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+        "responseElements": {"x-amz-request-id": sequencer[-16:], "x-amz-id-2": "eventd"},
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "configurationId": configuration,
+            "bucket": {"name": bucket, "ownerIdentity": {"principalId": "eventd"}, "arn": f"arn:aws:s3:::{bucket}"},
+            "object": obj,
+        },
+    }

@@ -72,6 +72,10 @@ class Invoker:
             pool.cold_start_hook = self._cold_start_hook(name)
         metrics.watch_state(self.state)
 
+    def new_request_id(self) -> str:
+        """A fresh request id, for sources that put it in the event before invoking."""
+        return self._request_ids.next()
+
     def spec(self, function: str) -> FunctionSpec:
         try:
             return self.config.functions[function]

@@ -85,8 +85,7 @@ class Mappings:
                 continue
             if isinstance(route, QueueRouteSpec):
                 self.queue_mappings.append(QueueMapping(route, config, invoker, queues, metrics))
-            else:
-                assert isinstance(route, StreamRouteSpec)
+            elif isinstance(route, StreamRouteSpec):
                 self.stream_mappings.append(
                     StreamMapping(route, config, invoker, streams, metrics, webhooks, wake_function)
                 )

@@ -81,6 +81,7 @@ class Metrics:
         self._error_types: dict[str, set[str]] = {}
         self._define_async(r)
         self._define_mappings(r)
+        self._define_sources(r)
         self._define_store(r)
 
     def _define_async(self, r: CollectorRegistry) -> None:
@@ -157,6 +158,31 @@ class Metrics:
             "eventd_stream_iterator_age_seconds",
             "Age of the last record of the latest batch when it was sent (Lambda's IteratorAge).",
             ["mapping", "shard"], registry=r,
+        )
+
+    def _define_sources(self, r: CollectorRegistry) -> None:
+        self.http_requests = Counter(
+            "eventd_http_requests_total", "Requests to HTTP routes, by route and status code.",
+            ["route", "status"], registry=r,
+        )
+        self.http_duration = Histogram(
+            "eventd_http_request_duration_seconds", "Time to answer a request to an HTTP route.",
+            ["route"], buckets=DURATION_BUCKETS, registry=r,
+        )
+        self.file_events = Counter(
+            "eventd_file_events_total", "File changes that fired, by watch and kind (created, modified, ...).",
+            ["source", "kind"], registry=r,
+        )
+        self.schedule_fires = Counter("eventd_schedule_fires_total", "Scheduled events fired.", ["schedule"],
+                                      registry=r)
+        self.schedule_lag = Histogram(
+            "eventd_schedule_lag_seconds", "How late each fire was, after its scheduled time.",
+            ["schedule"], buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 30, 60, 300, 3600, 86400), registry=r,
+        )
+        self.schedule_missed = Counter(
+            "eventd_schedule_missed_total",
+            "Scheduled slots that did not fire, by reason (catch_up policy none/latest/all cap, or overlap skip).",
+            ["schedule", "reason"], registry=r,
         )
 
     def _define_store(self, r: CollectorRegistry) -> None:

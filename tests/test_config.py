@@ -68,7 +68,7 @@ BAD_CONFIGS: list[tuple[str, str, list[str]]] = [
         "unknown-top-level-key-no-near-match",
         "zzz: 1\n",
         [
-            "{file}:1: zzz: unknown key; expected one of: drain_timeout, durability, functions, listen, "
+            "{file}:1: zzz: unknown key; expected one of: drain_timeout, durability, functions, http, listen, "
             "log_level, max_concurrency, queues, routes, state_dir, streams"
         ],
     ),
@@ -352,7 +352,8 @@ BAD_CONFIGS: list[tuple[str, str, list[str]]] = [
             batchsize: 5
         """,
         [
-            "{file}:6: routes[0]: expected a route with one source: queue or stream; found a mapping",
+            "{file}:6: routes[0]: expected a route with one source: queue, stream, http, files or schedule; "
+            "found a mapping",
             "{file}:9: routes[1].batchsize: unknown key; did you mean 'batch_size'?",
         ],
     ),

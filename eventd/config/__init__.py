@@ -12,10 +12,22 @@ from typing import Any
 from pydantic import ValidationError
 
 from eventd.config.loader import LoadedYaml, dotted, load_yaml
-from eventd.config.model import Config, FunctionSpec, QueueRouteSpec, StreamRouteSpec, json_schema
+from eventd.config.model import (
+    Config,
+    FilesRouteSpec,
+    FunctionSpec,
+    HttpRouteSpec,
+    QueueRouteSpec,
+    ScheduleRouteSpec,
+    StreamRouteSpec,
+    json_schema,
+)
 from eventd.errors import ConfigError, ConfigProblem
 
-ROUTE_MODELS = {"queue": QueueRouteSpec, "stream": StreamRouteSpec}
+ROUTE_MODELS: dict[str, Any] = {
+    "queue": QueueRouteSpec, "stream": StreamRouteSpec, "http": HttpRouteSpec, "files": FilesRouteSpec,
+    "schedule": ScheduleRouteSpec,
+}
 
 __all__ = ["Config", "ConfigError", "FunctionSpec", "json_schema", "load", "load_text"]
 
@@ -63,7 +75,19 @@ def _sorted(problems: list[ConfigProblem]) -> list[ConfigProblem]:
 
 def _resolve_paths(config: Config, base_dir: Path) -> Config:
     functions = {name: _resolve_code(spec, base_dir) for name, spec in config.functions.items()}
-    return config.model_copy(update={"state_dir": (base_dir / config.state_dir).resolve(), "functions": functions})
+    routes = [_resolve_route(route, base_dir) for route in config.routes]
+    return config.model_copy(update={"state_dir": (base_dir / config.state_dir).resolve(), "functions": functions,
+                                     "routes": routes})
+
+
+def _resolve_route(route: Any, base_dir: Path) -> Any:
+    if isinstance(route, FilesRouteSpec):
+        files = route.files.model_copy(update={"path": (base_dir / route.files.path).resolve()})
+        return route.model_copy(update={"files": files})
+    if isinstance(route, HttpRouteSpec) and route.auth is not None and route.auth.bearer_file is not None:
+        auth = route.auth.model_copy(update={"bearer_file": (base_dir / route.auth.bearer_file).resolve()})
+        return route.model_copy(update={"auth": auth})
+    return route
 
 
 def _resolve_code(spec: FunctionSpec, base_dir: Path) -> FunctionSpec:
@@ -195,7 +219,7 @@ def _check_routes(config: Config, loaded: LoadedYaml, file: str) -> list[ConfigP
                 # as Lambda: a batch must finish before its messages become visible to another poller
                 problem((*path, "queue"), f"expected a queue whose visibility_timeout ({queue.visibility_timeout:g}s)"
                         f" is at least the function's timeout ({function.timeout:g}s)")
-        else:
+        elif isinstance(route, StreamRouteSpec):
             if route.stream not in config.streams:
                 problem((*path, "stream"), f"expected one of the streams, found {route.stream!r}"
                         + _suggest(route.stream, config.streams))
@@ -207,19 +231,43 @@ def _check_routes(config: Config, loaded: LoadedYaml, file: str) -> list[ConfigP
                 if destination.queue is not None and destination.queue not in config.queues:
                     problem((*path, "on_failure", "queue"), f"expected one of the queues, found "
                             f"{destination.queue!r}" + _suggest(destination.queue, config.queues))
-        name = mapping_name(route)
+        elif isinstance(route, FilesRouteSpec) and not route.files.path.is_dir():
+            problem((*path, "files", "path"), f"expected an existing folder, found no folder at {route.files.path}")
+        name = mapping_name(route, index)
         if name in names:
             problem((*path, "name"), f"two routes are both named {name!r} (routes[{names[name]}]); give one a `name`")
         names[name] = index
     return problems
 
 
-def mapping_name(route: QueueRouteSpec | StreamRouteSpec) -> str:
-    """The mapping's name in metrics, status and checkpoints: `name`, or `source->function`."""
+def route_source(route: Any) -> str:
+    """The route's source, as status shows it: `queue:orders`, `http:POST /orders/{id}`, ..."""
+    if isinstance(route, QueueRouteSpec):
+        return f"queue:{route.queue}"
+    if isinstance(route, StreamRouteSpec):
+        return f"stream:{route.stream}"
+    if isinstance(route, HttpRouteSpec):
+        return f"http:{mapping_name(route)}"
+    if isinstance(route, FilesRouteSpec):
+        return f"files:{route.files.path}"
+    return f"schedule:{route.schedule}"
+
+
+def mapping_name(route: Any, index: int | None = None) -> str:
+    """A route's name in metrics, status and durable state: `name`, or one derived from its source
+    (`queue->function`, `METHOD /path`, the folder's name, `schedule-<index>`)."""
     if route.name:
-        return route.name
-    source = route.queue if isinstance(route, QueueRouteSpec) else route.stream
-    return f"{source}->{route.function}"
+        return str(route.name)
+    if isinstance(route, QueueRouteSpec):
+        return f"{route.queue}->{route.function}"
+    if isinstance(route, StreamRouteSpec):
+        return f"{route.stream}->{route.function}"
+    if isinstance(route, HttpRouteSpec):
+        methods = route.http.methods()
+        return f"{'|'.join(sorted(methods)) if methods else 'ANY'} {route.http.path}"
+    if isinstance(route, FilesRouteSpec):
+        return route.files.path.name or "files"
+    return f"schedule-{index}"
 
 
 def _suggest(name: str, known: Any) -> str:
@@ -234,6 +282,10 @@ _CHOICES = {
     "log_level": ("debug", "info", "warning", "error"),
     "durability": ("normal", "full"),
     "starting_position": ("trim_horizon", "latest", "at_timestamp"),
+    "invocation": ("sync", "async"),
+    "catch_up": ("none", "latest", "all"),
+    "overlap": ("allow", "skip", "queue"),
+    "mode": ("auto", "inotify", "poll"),
 }
 
 _EXPECTED = {

@@ -315,9 +315,152 @@ class StreamRouteSpec(_MappingBase):
         return self
 
 
+class HttpSourceSpec(_Strict):
+    method: str | list[str] = Field(default="ANY", description="GET, POST, ... a list, or ANY")
+    path: str = Field(description="path template: /users/{id}, greedy /files/{proxy+}")
+
+    @field_validator("method")
+    @classmethod
+    def _check_method(cls, value: str | list[str]) -> str | list[str]:
+        methods = [value] if isinstance(value, str) else value
+        for method in methods:
+            if method.upper() not in _HTTP_METHODS:
+                raise ValueError(f"expected an HTTP method ({', '.join(sorted(_HTTP_METHODS))}), found {method!r}")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, value: str) -> str:
+        from eventd.httpevents import compile_template
+
+        if not value.startswith("/"):
+            raise ValueError("expected a path starting with /")
+        compile_template(value)  # raises ValueError naming what is wrong
+        return value
+
+    def methods(self) -> frozenset[str] | None:
+        """The accepted methods, or None for any."""
+        methods = {self.method} if isinstance(self.method, str) else set(self.method)
+        upper = frozenset(m.upper() for m in methods)
+        return None if "ANY" in upper else upper
+
+
+_HTTP_METHODS = frozenset({"ANY", "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+
+
+class AuthSpec(_Strict):
+    """How callers of an HTTP route prove who they are. Secrets come from the environment or a file,
+    never from the YAML itself."""
+
+    bearer_env: str | None = Field(default=None, description="environment variable holding the bearer token")
+    bearer_file: Path | None = Field(default=None, description="file holding the bearer token")
+    hmac_env: str | None = Field(default=None, description="environment variable holding the HMAC-SHA256 key")
+    header: str = Field(default="X-Hub-Signature-256", description="header carrying `sha256=<hex digest>`")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> AuthSpec:
+        if sum(x is not None for x in (self.bearer_env, self.bearer_file, self.hmac_env)) != 1:
+            raise ValueError("expected exactly one of bearer_env, bearer_file or hmac_env")
+        return self
+
+
+class CorsSpec(_Strict):
+    allow_origins: list[str] = Field(default_factory=lambda: ["*"])
+    allow_methods: list[str] = Field(default_factory=lambda: ["*"])
+    allow_headers: list[str] = Field(default_factory=lambda: ["*"])
+    expose_headers: list[str] = Field(default_factory=list)
+    max_age: Duration = Field(default=0.0)
+    allow_credentials: bool = False
+
+
+class HttpRouteSpec(_Strict):
+    """An HTTP route on the public listener: requests become API Gateway HTTP API (v2.0) events."""
+
+    http: HttpSourceSpec
+    function: str
+    name: str | None = None
+    invocation: str = Field(default="sync", pattern="^(sync|async)$",
+                            description="sync answers with the function's result; async answers 202")
+    auth: AuthSpec | None = None
+    cors: CorsSpec | None = None
+    max_body: int = Field(default=6 * 1024 * 1024, ge=0, le=6 * 1024 * 1024, description="largest body, bytes")
+    enabled: bool = True
+    kind: ClassVar[str] = "http"
+
+
+class FilesSourceSpec(_Strict):
+    path: Path = Field(description="the folder watched (relative to the config file)")
+    recursive: bool = True
+    events: list[str] = Field(default_factory=lambda: ["created", "modified"],
+                              description="created, modified, deleted, moved")
+    prefix: str = Field(default="", description="only keys (paths relative to the folder) starting with this")
+    suffix: str = Field(default="", description="only keys ending with this")
+    glob: str | None = Field(default=None, description="only keys matching this glob (fnmatch)")
+    settle: Duration = Field(default=1.0, description="a file not closed after writing fires once it is "
+                                                      "unchanged this long")
+    mode: str = Field(default="auto", pattern="^(auto|inotify|poll)$",
+                      description="inotify, poll (for NFS and some container mounts), or auto")
+    poll_interval: Duration = Field(default=1.0, description="how often poll mode scans")
+
+    @field_validator("events")
+    @classmethod
+    def _check_events(cls, value: list[str]) -> list[str]:
+        for kind in value:
+            if kind not in ("created", "modified", "deleted", "moved"):
+                raise ValueError(f"expected created, modified, deleted or moved, found {kind!r}")
+        if not value:
+            raise ValueError("expected at least one event kind")
+        return value
+
+
+class FilesRouteSpec(_Strict):
+    """A folder watched for files: each change becomes an S3-style notification, invoked asynchronously."""
+
+    files: FilesSourceSpec
+    function: str
+    name: str | None = Field(default=None, description="the bucket name in events (default: the folder's name)")
+    enabled: bool = True
+    kind: ClassVar[str] = "files"
+
+
+class ScheduleRouteSpec(_Strict):
+    """A schedule: each fire becomes an EventBridge Scheduled Event, invoked asynchronously."""
+
+    schedule: str = Field(description="cron(m h dom mon dow year), a five-field cron, or rate(N unit)")
+    function: str
+    name: str | None = Field(default=None, description="the rule name in events (default: schedule-<n>)")
+    timezone: str = Field(default="UTC", description="IANA time zone the cron fields are read in")
+    catch_up: str = Field(default="latest", pattern="^(none|latest|all)$",
+                          description="what runs for fires missed while eventd was down")
+    max_catch_up: int = Field(default=10, ge=1, le=10000, description="with catch_up all: most missed fires run")
+    overlap: str = Field(default="allow", pattern="^(allow|skip|queue)$",
+                         description="when the previous fire's run is still going: run anyway, skip, or wait")
+    enabled: bool = True
+    kind: ClassVar[str] = "schedule"
+
+    @field_validator("schedule")
+    @classmethod
+    def _check_schedule(cls, value: str) -> str:
+        from eventd.schedules import parse_schedule
+
+        parse_schedule(value)  # raises ScheduleError (a ValueError) naming the bad field
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"expected an IANA time zone like Europe/Berlin, found {value!r}") from None
+        return value
+
+
 def _route_kind(value: Any) -> str | None:
     if isinstance(value, dict):
-        for kind in ("queue", "stream"):
+        for kind in ("queue", "stream", "http", "files", "schedule"):
             if kind in value:
                 return kind
         return None
@@ -325,13 +468,27 @@ def _route_kind(value: Any) -> str | None:
 
 
 RouteSpec = Annotated[
-    Annotated[QueueRouteSpec, Tag("queue")] | Annotated[StreamRouteSpec, Tag("stream")],
+    Annotated[QueueRouteSpec, Tag("queue")]
+    | Annotated[StreamRouteSpec, Tag("stream")]
+    | Annotated[HttpRouteSpec, Tag("http")]
+    | Annotated[FilesRouteSpec, Tag("files")]
+    | Annotated[ScheduleRouteSpec, Tag("schedule")],
     Discriminator(
         _route_kind,
         custom_error_type="route_source",
-        custom_error_message="expected a route with one source: queue or stream",
+        custom_error_message="expected a route with one source: queue, stream, http, files or schedule",
     ),
 ]
+
+
+class HttpListenerSpec(_Strict):
+    listen: str = Field(default="0.0.0.0:8080", description="host:port of the public listener for HTTP routes")
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        parse_listen(value)
+        return value
 
 
 class FunctionSpec(_Strict):
@@ -394,6 +551,7 @@ class Config(_Strict):
     queues: dict[QueueName, QueueSpec] = Field(default_factory=dict)
     streams: dict[QueueName, StreamSpec] = Field(default_factory=dict)
     routes: list[RouteSpec] = Field(default_factory=list, description="what connects each source to a function")
+    http: HttpListenerSpec = Field(default_factory=HttpListenerSpec, description="the public HTTP listener")
 
     @field_validator("listen")
     @classmethod

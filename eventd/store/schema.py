@@ -63,7 +63,16 @@ def _v3(db: sqlite_utils.Database) -> None:
                        pk=("queue", "dedup_id"), not_null={"message_id", "expires_at"})
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+def _v4(db: sqlite_utils.Database) -> None:
+    # What a file watch has seen, so a restart can tell new and changed files from old ones
+    db["file_index"].create({"source": str, "key": str, "size": int, "mtime_ns": int},
+                            pk=("source", "key"), not_null={"size", "mtime_ns"})
+    # The last slot each schedule fired for, written in the same transaction as the fired event
+    db["schedule_state"].create({"schedule": str, "last_fire": float, "last_event_id": str}, pk="schedule",
+                                not_null={"last_fire"})
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
 
 
 def migrate(conn: sqlite3.Connection) -> int:

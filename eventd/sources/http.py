@@ -1,0 +1,224 @@
+"""HTTP routes on the public listener (`http.listen`): requests become API Gateway HTTP API (payload
+v2.0) events; the function's answer becomes the response, by the v2 rules.
+
+Errors answer JSON as API Gateway does: unknown route 404, wrong method 405, body over the route's
+limit 413, bad or missing credentials 401, throttled 429, function error 502, timeout 504.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+import orjson
+from aiohttp import web
+
+from eventd.asyncq import AsyncInvocations
+from eventd.config.model import CorsSpec, HttpRouteSpec
+from eventd.dispatch import Throttled
+from eventd.errors import EventdError
+from eventd.httpevents import CompiledPath, InvalidResponse, build_event, build_response, compile_template
+from eventd.invoke import Invoker
+from eventd.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class RouteSecretError(EventdError):
+    """A route's secret cannot be read at start (unset variable, unreadable file)."""
+
+
+@dataclass
+class _Route:
+    spec: HttpRouteSpec
+    name: str
+    path: CompiledPath
+    methods: frozenset[str] | None
+    secret: bytes | None
+
+    @property
+    def route_key(self) -> str:
+        return self.name
+
+
+def _message(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps({"message": message}), content_type="application/json",
+                        headers=headers)
+
+
+class HttpSource:
+    def __init__(self, routes: list[tuple[str, HttpRouteSpec]], listen: tuple[str, int], invoker: Invoker,
+                 asyncq: AsyncInvocations, metrics: Metrics, drain_timeout: float) -> None:
+        self._listen = listen
+        self._invoker = invoker
+        self._asyncq = asyncq
+        self._metrics = metrics
+        self._drain_timeout = drain_timeout
+        self._routes = [
+            _Route(spec, name, compile_template(spec.http.path), spec.http.methods(), _secret(spec, name))
+            for name, spec in routes
+        ]
+        # most specific first: literal segments beat {params}, which beat {greedy+}
+        self._routes.sort(key=lambda r: (r.path.specificity, r.methods is None))
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=max((r.spec.max_body for r in self._routes), default=0) + 1)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None,
+                                     shutdown_timeout=self._drain_timeout)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self._listen[0], self._listen[1], reuse_address=True).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        route, response = await self._route_and_answer(request)
+        label = route.name if route else ""
+        if route is not None and route.spec.cors is not None:
+            _add_cors(response, route.spec.cors, request)
+        self._metrics.http_requests.labels(label, str(response.status)).inc()
+        self._metrics.http_duration.labels(label).observe(time.perf_counter() - started)
+        return response
+
+    async def _route_and_answer(self, request: web.Request) -> tuple[_Route | None, web.StreamResponse]:
+        path = request.path
+        method = request.method.upper()
+        matched: list[tuple[_Route, dict[str, str]]] = []
+        for route in self._routes:
+            params = route.path.match(path)
+            if params is not None:
+                matched.append((route, params))
+        if not matched:
+            return None, _message(404, "Not Found")
+        for route, params in matched:
+            if route.methods is None or method in route.methods:
+                return route, await self._serve(route, params, request)
+        route = matched[0][0]
+        if method == "OPTIONS" and route.spec.cors is not None:
+            return route, _preflight(route.spec.cors, request)
+        allowed = sorted({m for r, _ in matched for m in (r.methods or ())})
+        return route, _message(405, "Method Not Allowed", {"Allow": ", ".join(allowed)})
+
+    async def _serve(self, route: _Route, params: dict[str, str], request: web.Request) -> web.StreamResponse:
+        spec = route.spec
+        if method_is_preflight(request) and spec.cors is not None:
+            return _preflight(spec.cors, request)
+        if request.content_length is not None and request.content_length > spec.max_body:
+            return _message(413, "Request Entity Too Large")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _message(413, "Request Entity Too Large")
+        if len(body) > spec.max_body:
+            return _message(413, "Request Entity Too Large")
+        if not _authorized(route, request, body):
+            return _message(401, "Unauthorized")
+        request_id = self._invoker.new_request_id()
+        event = build_event(
+            route_key=f"{request.method.upper() if route.methods else 'ANY'} {spec.http.path}",
+            method=request.method, raw_path=request.raw_path.split("?", 1)[0], raw_query=request.query_string,
+            headers=list(request.headers.items()), body=body, path_parameters=params,
+            source_ip=request.remote or "", request_id=request_id, domain_name=request.host,
+            now_ms=int(time.time() * 1000),
+        )
+        payload = orjson.dumps(event)
+        if spec.invocation == "async":
+            event_id = await self._asyncq.accept(spec.function, payload, request_id)
+            return web.Response(status=202, body=orjson.dumps({"requestId": event_id}), content_type="application/json")
+        try:
+            result = await self._invoker.invoke_sync(spec.function, payload, request_id=request_id)
+        except Throttled:
+            return _message(429, "Too Many Requests")
+        if result.error_type is not None:
+            if result.error_type == "Sandbox.Timedout":
+                return _message(504, "Endpoint request timed out")
+            return _message(502, "Internal Server Error")
+        try:
+            answer = build_response(result.payload)
+        except InvalidResponse as exc:
+            log.warning("Route %s: the function's response is not a valid HTTP response: %s.", route.name, exc)
+            return _message(502, "Internal Server Error")
+        response = web.Response(status=answer.status, body=answer.body)
+        for name, value in answer.headers:
+            response.headers.add(name, value)
+        return response
+
+
+def method_is_preflight(request: web.Request) -> bool:
+    return request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+
+
+def _secret(spec: HttpRouteSpec, name: str) -> bytes | None:
+    """Read the route's secret once, at start; a route that cannot is an error at start, not a 500 later."""
+    auth = spec.auth
+    if auth is None:
+        return None
+    variable = auth.bearer_env or auth.hmac_env
+    if variable is not None:
+        value = os.environ.get(variable)
+        if not value:
+            raise RouteSecretError(f"route {name!r}: environment variable {variable} is not set")
+        return value.encode()
+    assert auth.bearer_file is not None
+    try:
+        value = auth.bearer_file.read_text().strip()
+    except OSError as exc:
+        raise RouteSecretError(f"route {name!r}: cannot read {auth.bearer_file}: {exc.strerror}") from None
+    if not value:
+        raise RouteSecretError(f"route {name!r}: {auth.bearer_file} is empty")
+    return value.encode()
+
+
+def _authorized(route: _Route, request: web.Request, body: bytes) -> bool:
+    auth = route.spec.auth
+    if auth is None:
+        return True
+    assert route.secret is not None
+    if auth.hmac_env is not None:
+        # GitHub-style: sha256=<hex HMAC-SHA256 of the raw body>
+        given = request.headers.get(auth.header, "")
+        expected = "sha256=" + hmac.new(route.secret, body, hashlib.sha256).hexdigest()
+        return hmac.compare_digest(given.encode(), expected.encode())
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), route.secret)
+
+
+def _allowed_origin(cors: CorsSpec, request: web.Request) -> str | None:
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return None
+    if "*" in cors.allow_origins:
+        return origin if cors.allow_credentials else "*"
+    return origin if origin in cors.allow_origins else None
+
+
+def _add_cors(response: web.StreamResponse, cors: CorsSpec, request: web.Request) -> None:
+    origin = _allowed_origin(cors, request)
+    if origin is None:
+        return
+    response.headers["Access-Control-Allow-Origin"] = origin
+    if origin != "*":
+        response.headers.add("Vary", "Origin")
+    if cors.allow_credentials:
+        response.headers["Access-Control-Allow-Credentials"] = "true"
+    if cors.expose_headers:
+        response.headers["Access-Control-Expose-Headers"] = ", ".join(cors.expose_headers)
+
+
+def _preflight(cors: CorsSpec, request: web.Request) -> web.Response:
+    response = web.Response(status=204)
+    if _allowed_origin(cors, request) is None:
+        return response
+    response.headers["Access-Control-Allow-Methods"] = ", ".join(cors.allow_methods)
+    response.headers["Access-Control-Allow-Headers"] = ", ".join(cors.allow_headers)
+    if cors.max_age:
+        response.headers["Access-Control-Max-Age"] = str(int(cors.max_age))
+    return response
