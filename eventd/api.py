@@ -259,6 +259,8 @@ async def readyz(request: web.Request) -> web.Response:
     problems = []
     if not ready.get("listening"):
         problems.append("not listening yet")
+    elif not ready.get("running"):
+        problems.append("starting: sources, mappings and async runners are not all up yet")
     if ready.get("draining"):
         problems.append("draining")
     if not_warm:

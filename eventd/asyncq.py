@@ -199,6 +199,9 @@ class AsyncInvocations:
                 self.wake(destination.function)
         if dead_letter:
             self._metrics.dlq_writes.labels(function, dead_letter).inc()
+            self._queues.notify(dead_letter)
+        if destination is not None and destination.queue is not None:
+            self._queues.notify(destination.queue)
 
     def _destination_ops(
         self, function: str, destination: DestinationSpec | None, condition: str, message: Message,

@@ -129,6 +129,7 @@ class Daemon:
         warm = sum(spec.warm for spec in config.functions.values())
         up = sum(pool.counts()["idle"] for pool in invoker.pools.values())
         log.info("Ready: %d of %d warm processes started in %.0f ms.", up, warm, (time.perf_counter() - started) * 1000)
+        app[ready_key]["running"] = True
         notify("READY=1", f"STATUS=Serving {len(config.functions)} functions on {config.listen}")
         pinger = None
         interval = watchdog_interval()

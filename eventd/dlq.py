@@ -55,6 +55,10 @@ async def redrive(
         now = queues.clock()
         for message in page:
             target = to or message.meta.get("fn")
+            if message.meta.get("kind") == "record" and b'"KinesisBatchInfo"' in message.body:
+                report.skipped.append({"id": message.id, "reason": "a stream batch pointer, not an event: "
+                                       "read the records from the stream"})
+                continue
             if not target or target not in functions:
                 reason = "no function recorded; use --to" if not target else f"function {target!r} does not exist"
                 report.skipped.append({"id": message.id, "reason": reason})

@@ -87,7 +87,7 @@ class Mappings:
                 self.queue_mappings.append(QueueMapping(route, config, invoker, queues, metrics))
             elif isinstance(route, StreamRouteSpec):
                 self.stream_mappings.append(
-                    StreamMapping(route, config, invoker, streams, metrics, webhooks, wake_function)
+                    StreamMapping(route, config, invoker, streams, metrics, webhooks, wake_function, queues.notify)
                 )
 
     async def start(self) -> None:
@@ -96,11 +96,6 @@ class Mappings:
 
     async def stop(self, timeout: float) -> None:
         await asyncio.gather(*(m.stop(timeout) for m in [*self.queue_mappings, *self.stream_mappings]))
-
-    def wake_queue(self, queue: str) -> None:
-        for mapping in self.queue_mappings:
-            if mapping.route.queue == queue:
-                mapping.wake.set()
 
     def wake_stream(self, stream: str) -> None:
         for mapping in self.stream_mappings:
@@ -156,6 +151,7 @@ class QueueMapping(_Worker):
         self._throttles = 0
         self._throttled_until = 0.0
         self.wake = asyncio.Event()
+        queues.subscribe(route.queue, self.wake)
 
     async def start(self) -> None:
         self._loops.append(asyncio.create_task(self._poll(), name=f"mapping-{self.name}"))
@@ -184,6 +180,7 @@ class QueueMapping(_Worker):
             if dead_lettered:
                 assert self._redrive is not None
                 self._metrics.queue_dead_lettered.labels(queue, self._redrive.dead_letter).inc(dead_lettered)
+                self._queues.notify(self._redrive.dead_letter)
             for message in messages:
                 size = len(message.body) + _RECORD_OVERHEAD
                 if not batcher.fits(size):
@@ -212,13 +209,14 @@ class QueueMapping(_Worker):
         queue = self.route.queue
         try:
             kept: list[Message] = []
+            records: list[dict[str, Any]] = []
             dropped: list[Operation[Any]] = []
             for message in batch:
-                view = {"body": _parse_json(message.body), "messageId": message.id,
-                        "attributes": {"ApproximateReceiveCount": str(message.receive_count)},
-                        "messageAttributes": message.attributes}
-                if self._filter.matches(view):
+                record = sqs_record(queue, message)
+                # filters see the record as sent, with a JSON body parsed
+                if self._filter.is_empty or self._filter.matches({**record, "body": _parse_json(message.body)}):
                     kept.append(message)
+                    records.append(record)
                 else:
                     dropped.append(op_delete(queue, message.receipt))  # Lambda deletes what filters reject
             if dropped:
@@ -227,7 +225,7 @@ class QueueMapping(_Worker):
             if not kept:
                 return
             self._metrics.mapping_batch_size.labels(self.name).observe(len(kept))
-            event = batch_event([sqs_record(queue, m) for m in kept])
+            event = batch_event(records)
             try:
                 result = await self._invoker.invoke_sync(self.route.function, event)
             except Throttled:
@@ -266,16 +264,19 @@ class StreamMapping(_Worker):
     parallelization_factor > 1, so order holds per key; each lane keeps its own checkpoint."""
 
     def __init__(self, route: StreamRouteSpec, config: Config, invoker: Invoker, streams: StreamStore,
-                 metrics: Metrics, webhooks: WebhookDelivery, wake_function: Callable[[str], None]) -> None:
+                 metrics: Metrics, webhooks: WebhookDelivery, wake_function: Callable[[str], None],
+                 queues_notify: Callable[[str], None]) -> None:
         super().__init__()
         self.route = route
         self.name = mapping_name(route)
         self.shards = config.streams[route.stream].shards
+        self._retention = config.streams[route.stream].retention
         self._invoker = invoker
         self._streams = streams
         self._metrics = metrics
         self._webhooks = webhooks
         self._wake_function = wake_function
+        self._queues_notify = queues_notify
         self._filter: Filter = compile_filters(route.filters)
         self._policy = BatchPolicy(route.batch_size, route.max_batch_bytes, route.batching_window)
         self._wakes: list[asyncio.Event] = []
@@ -288,7 +289,10 @@ class StreamMapping(_Worker):
         checkpoints = await self._streams.checkpoints(self.name)
         lanes = self.route.parallelization_factor
         for shard in range(self.shards):
-            start: int | None = None
+            # a lane added by a larger parallelization_factor starts where the shard's slowest lane is,
+            # not at starting_position: records of keys that moved lanes must not be skipped
+            existing = [seq for (s, _), seq in checkpoints.items() if s == shard]
+            start: int | None = min(existing) if existing else None
             for lane in range(lanes):
                 position = checkpoints.get((shard, lane))
                 if position is None:
@@ -364,7 +368,8 @@ class StreamMapping(_Worker):
         result: InvocationResult | None = None
         while True:
             age = time.time() - part[0].arrival
-            if route.max_record_age is not None and age > route.max_record_age:
+            too_old = route.max_record_age is not None and age > route.max_record_age
+            if too_old or age > self._retention:  # past retention the records are gone from the stream
                 await self._discard(shard, lane, part, "RecordAgeExceeded", None, invokes)
                 return
             self._metrics.mapping_batch_size.labels(self.name).observe(len(part))
@@ -408,6 +413,8 @@ class StreamMapping(_Worker):
             if 0 <= route.max_retry_attempts < attempts:
                 await self._discard(shard, lane, part, "RetryAttemptsExhausted", result, invokes)
                 return
+            if self.stopping:
+                return  # not checkpointed: the batch is retried after the restart
             await asyncio.sleep(STREAM_RETRY_BACKOFF.delay(attempts))
 
     async def _discard(self, shard: int, lane: int, part: list[StreamRecord], condition: str,
@@ -422,6 +429,8 @@ class StreamMapping(_Worker):
             ops += destination_ops(destination, route.function, condition, record, now,
                                    outbox=mapping_outbox(self.name))
         await self._streams.store.write(_all(ops))
+        if destination is not None and destination.queue is not None:
+            self._queues_notify(destination.queue)
         self._metrics.mapping_discarded.labels(self.name, condition,
                                                destination.kind if destination else "none").inc(len(part))
         log.warning("Mapping %s: discarded %d records of %s (%s).", self.name, len(part), shard_id(shard), condition)

@@ -114,7 +114,7 @@ async def send_messages(request: web.Request) -> web.Response:
     fifo = Fifo(spec.deduplication_window) if spec.fifo else None
     ids = await request.app[queues_key].send(name, messages, fifo)
     request.app[metrics_key].queue_sent.labels(name).inc(len(ids))
-    request.app[mappings_key].wake_queue(name)
+    request.app[queues_key].notify(name)
     if many:
         return web.json_response({"messages": [{"id": i} for i in ids]})
     return web.json_response({"id": ids[0]})

@@ -168,26 +168,28 @@ class Schedule:
         plan = self._plan
         if isinstance(plan, timedelta):
             return (_EPOCH + ((after - _EPOCH) // plan + 1) * plan).astimezone(tz)
-        local = after.astimezone(tz)
-        wall = local.replace(second=0, microsecond=0, tzinfo=None, fold=0) + _MINUTE
+        # Compare instants in UTC only: Python compares two datetimes sharing a tzinfo by wall time, fold ignored.
+        after_utc = after.astimezone(UTC)
+        wall = after.astimezone(tz).replace(second=0, microsecond=0, tzinfo=None, fold=0) + _MINUTE
         while True:
             found = plan.next_wall(wall)
             if found is None:
                 return None
-            fire = found.replace(tzinfo=tz)  # fold=0: the first occurrence of an ambiguous wall time
+            fire_utc = found.replace(tzinfo=tz).astimezone(UTC)  # fold=0: first occurrence of an ambiguous time
             # A wall time in a spring-forward gap does not survive the round trip through UTC: skip it.
             # In a fall-back overlap `after` may be a second-occurrence instant later than this one: skip too.
-            if fire.astimezone(UTC).astimezone(tz).replace(tzinfo=None) == found and fire > after:
+            fire = fire_utc.astimezone(tz)
+            if fire.replace(tzinfo=None) == found and fire_utc > after_utc:
                 return fire
             wall = found + _MINUTE
 
     def fires_between(self, start: datetime, end: datetime, tz: ZoneInfo, limit: int) -> list[datetime]:
         """Fire times in (start, end], oldest first, at most `limit` of them."""
         fires: list[datetime] = []
-        current = start
+        current, end_utc = start, end.astimezone(UTC)  # UTC: see next_after
         while len(fires) < limit:
             nxt = self.next_after(current, tz)
-            if nxt is None or nxt > end:
+            if nxt is None or nxt.astimezone(UTC) > end_utc:
                 break
             fires.append(nxt)
             current = nxt

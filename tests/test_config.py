@@ -339,6 +339,23 @@ BAD_CONFIGS: list[tuple[str, str, list[str]]] = [
         ],
     ),
     (
+        "queue-lease-shorter-than-timeout-plus-window",
+        """\
+        functions:
+          f: {handler: m.f, timeout: 20s}
+        queues:
+          q: {visibility_timeout: 30s}
+        routes:
+          - queue: q
+            function: f
+            batching_window: 15s
+        """,
+        [
+            "{file}:6: routes[0].queue: expected a queue whose visibility_timeout (30s) is at least the function's "
+            "timeout plus the batching_window (35s)",
+        ],
+    ),
+    (
         "route-without-a-source-and-unknown-route-key",
         """\
         functions:

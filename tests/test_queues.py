@@ -154,7 +154,7 @@ def test_filters_drop_and_delete_what_does_not_match(daemon_factory, log: BatchL
 
 
 def test_partial_batch_failure_returns_only_the_listed_messages(daemon_factory, log: BatchLog) -> None:  # type: ignore[no-untyped-def]
-    daemon = make(daemon_factory, log, {"fn": {"handler": "h.partial", "timeout": "1s"}},
+    daemon = make(daemon_factory, log, {"fn": {"handler": "h.partial", "timeout": "500ms"}},
                   queues={"q": {"visibility_timeout": "1s"}},
                   routes=[{"queue": "q", "function": "fn", "batching_window": "300ms",
                            "report_batch_item_failures": True}])
@@ -297,3 +297,30 @@ def test_fifo_keeps_group_order_across_failures_and_deduplicates(daemon_factory,
     assert len(record["attributes"]["SequenceNumber"]) == 20 and record["attributes"]["MessageDeduplicationId"]
     missing_group = http("POST", f"{daemon.url}/queues/orders.fifo/messages", b'{"body": "x"}')
     assert missing_group.status == 400 and "group_id" in missing_group.json()["message"]
+
+
+def test_filters_see_message_attributes_as_the_record_shows_them(daemon_factory, log: BatchLog) -> None:  # type: ignore[no-untyped-def]
+    # Regression: filters saw eventd's stored attribute shape, not the record's lower-case one.
+    daemon = make(daemon_factory, log, {"fn": {"handler": "h.record"}}, queues={"q": {}},
+                  routes=[{"queue": "q", "function": "fn", "batching_window": "300ms",
+                           "filters": [{"messageAttributes": {"kind": {"stringValue": ["wanted"]}}}]}])
+    http("POST", f"{daemon.url}/queues/q/messages", json.dumps({"messages": [
+        {"body": "yes", "attributes": {"kind": "wanted"}}, {"body": "no", "attributes": {"kind": "other"}}]}).encode())
+    wait_until(lambda: log.bodies("fn"), what="the matching message")
+    wait_until(lambda: metric_value(daemon.metrics(), "eventd_mapping_records_filtered_total", mapping="q->fn") == 1,
+               what="the other message filtered out")
+    assert log.bodies("fn") == ["yes"]
+
+
+def test_dead_letter_copies_wake_the_dlq_mapping_at_once(daemon_factory, log: BatchLog, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # Regression: only producer sends woke a queue's mapping; a DLQ copy waited up to a minute.
+    daemon = make(daemon_factory, log, {
+        "fails": {"handler": "h.explode", "async": {"max_retries": 0, "dead_letter": "dlq"}},
+        "fn": {"handler": "h.record"},
+    }, queues={"dlq": {}}, routes=[{"queue": "dlq", "function": "fn"}])
+    wait_until(lambda: stats(daemon, "dlq") is not None, what="the daemon")
+    # the mapping has polled and is idle now; the DLQ copy must wake it
+    reply = daemon.invoke("fails", {"n": 1}, headers={"X-Amz-Invocation-Type": "Event"})
+    assert reply.status == 202
+    wait_until(lambda: log.bodies("fn"), timeout=10, what="the DLQ mapping to run without waiting out its poll")
+    assert json.loads(log.bodies("fn")[0]) == {"n": 1}

@@ -118,3 +118,15 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
     with pytest.raises(RuntimeError, match="newer eventd"):
         await store.open()
+
+
+async def test_a_message_whose_lease_ran_out_counts_as_visible(queues: QueueStore) -> None:
+    # Regression: stats kept counting it in flight after its visibility timeout had passed.
+    clock = queues.clock
+    assert isinstance(clock, Clock)
+    await queues.send("q", [NewMessage(b"x")])
+    await queues.receive("q", 1, 5)
+    assert (await queues.stats())["q"].in_flight == 1
+    clock.now += 6
+    stats = (await queues.stats())["q"]
+    assert (stats.visible, stats.in_flight) == (1, 0)

@@ -215,10 +215,12 @@ def _check_routes(config: Config, loaded: LoadedYaml, file: str) -> list[ConfigP
             elif queue.fifo and route.batching_window > 0:
                 problem((*path, "batching_window"), f"expected no batching_window for the FIFO queue "
                         f"{route.queue!r} (Lambda allows windows on standard queues only)")
-            elif function is not None and function.timeout > queue.visibility_timeout:
-                # as Lambda: a batch must finish before its messages become visible to another poller
+            elif function is not None and function.timeout + route.batching_window > queue.visibility_timeout:
+                # as Lambda: a batch must be collected and finished before its messages become visible
+                # again, or they would be received twice
                 problem((*path, "queue"), f"expected a queue whose visibility_timeout ({queue.visibility_timeout:g}s)"
-                        f" is at least the function's timeout ({function.timeout:g}s)")
+                        f" is at least the function's timeout plus the batching_window "
+                        f"({function.timeout + route.batching_window:g}s)")
         elif isinstance(route, StreamRouteSpec):
             if route.stream not in config.streams:
                 problem((*path, "stream"), f"expected one of the streams, found {route.stream!r}"

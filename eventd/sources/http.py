@@ -122,9 +122,10 @@ class HttpSource:
         if not _authorized(route, request, body):
             return _message(401, "Unauthorized")
         request_id = self._invoker.new_request_id()
+        raw_path, _, raw_query = request.raw_path.partition("?")  # as sent: aiohttp's query_string is decoded
         event = build_event(
             route_key=f"{request.method.upper() if route.methods else 'ANY'} {spec.http.path}",
-            method=request.method, raw_path=request.raw_path.split("?", 1)[0], raw_query=request.query_string,
+            method=request.method, raw_path=raw_path, raw_query=raw_query,
             headers=list(request.headers.items()), body=body, path_parameters=params,
             source_ip=request.remote or "", request_id=request_id, domain_name=request.host,
             now_ms=int(time.time() * 1000),

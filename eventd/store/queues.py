@@ -317,8 +317,8 @@ def read_stats(now: float, queue_prefix: str = "") -> Operation[dict[str, QueueS
     def run(conn: sqlite3.Connection) -> dict[str, QueueStats]:
         rows = conn.execute(
             """SELECT queue,
-                      sum(in_flight = 0 AND visible_at <= :now),
-                      sum(in_flight = 1),
+                      sum(visible_at <= :now),
+                      sum(in_flight = 1 AND visible_at > :now),
                       sum(in_flight = 0 AND visible_at > :now),
                       min(sent_at)
                FROM messages WHERE queue >= :lo AND queue < :hi GROUP BY queue""",
@@ -343,6 +343,17 @@ class QueueStore:
     def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.clock = clock
+        self._readers: dict[str, list[asyncio.Event]] = {}
+
+    def subscribe(self, queue: str, wake: asyncio.Event) -> None:
+        """Have `wake` set whenever something is sent to `queue` (a reader waiting for work)."""
+        self._readers.setdefault(queue, []).append(wake)
+
+    def notify(self, *queues: str) -> None:
+        """Wake the readers of `queues`: call after committing sends to them."""
+        for queue in queues:
+            for wake in self._readers.get(queue, ()):
+                wake.set()
 
     async def send(self, queue: str, messages: Sequence[NewMessage], fifo: Fifo | None = None) -> list[str]:
         """Commit `messages`; the returned ids mean they are durable."""
