@@ -95,7 +95,7 @@ def s3_record(bucket: str, configuration: str, key: str, event_name: str, event_
     """One S3 notification record (lambda-semantics.md §10.1). Keys are URL-encoded form style, as S3's;
     removal events carry no size or eTag."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(event_time)) + f".{int(event_time % 1 * 1000):03d}Z"
-    obj: dict[str, Any] = {"key": quote_plus(key)}
+    obj: dict[str, Any] = {"key": quote_plus(key, safe="/")}
     if size is not None:
         obj["size"] = size
     if etag is not None:
