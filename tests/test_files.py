@@ -83,7 +83,7 @@ def test_a_file_being_written_fires_only_once_complete(daemon_factory, tmp_path:
         # while it is open, another file comes and goes: once it fired, the open one had its chance
         (inbox / "barrier").write_text("x")
         events.wait_key("barrier")
-        assert "big.bin" not in events.keys()
+        assert "big.bin" not in events
         slow.write(b" and the rest")
     record = events.wait_key("big.bin")  # closing it completes it: no 30 s settle wait
     assert record["s3"]["object"]["size"] == len(b"first part and the rest")

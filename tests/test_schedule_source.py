@@ -43,9 +43,9 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 def route(tmp_path: Path, **options: Any) -> ScheduleRouteSpec:
     (tmp_path / "fns").mkdir(exist_ok=True)
     lines = "\n".join(f"    {k}: {v}" for k, v in options.items())
-    config = load_text(textwrap.dedent(f"""
+    config = load_text(textwrap.dedent("""
         functions:
-          job: {{handler: h.job, code: fns}}
+          job: {handler: h.job, code: fns}
         routes:
           - schedule: "cron(0 * * * ? *)"
             function: job
