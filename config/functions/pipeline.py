@@ -31,3 +31,21 @@ def notify(event: dict[str, Any], context: Any) -> str:
     if event.get("fail"):
         raise RuntimeError("could not notify")
     return "sent"
+
+
+def web(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """An HTTP route: API Gateway v2 event in, v2 response out."""
+    name = (event.get("pathParameters") or {}).get("name", "world")
+    return {"statusCode": 200, "headers": {"content-type": "text/plain"}, "body": f"Hello, {name}!\n"}
+
+
+def ingest(event: dict[str, Any], context: Any) -> None:
+    """A file watch: S3-style records, one per file that arrived."""
+    for record in event["Records"]:
+        obj = record["s3"]["object"]
+        print(f"{record['eventName']} {record['s3']['bucket']['name']}/{obj['key']} ({obj.get('size')} bytes)")
+
+
+def report(event: dict[str, Any], context: Any) -> None:
+    """A schedule: EventBridge's Scheduled Event, `time` being the slot it fired for."""
+    print(f"report for the slot at {event['time']}")
