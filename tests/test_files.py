@@ -29,7 +29,7 @@ class Events:
     def all(self) -> list[dict[str, Any]]:
         return read_jsonl(self.path)
 
-    def keys(self, name: str | None = None) -> list[str]:
+    def object_keys(self, name: str | None = None) -> list[str]:
         return [r["s3"]["object"]["key"] for r in self.all() if name is None or r["eventName"] == name]
 
     def wait_key(self, key: str, timeout: float = 15) -> dict[str, Any]:
@@ -71,7 +71,7 @@ def test_a_written_file_fires_once_in_s3_shape(daemon_factory, tmp_path: Path, e
     # a barrier: a later file fired, so anything the first one would still fire has fired
     (inbox / "barrier").write_text("x")
     events.wait_key("barrier")
-    assert events.keys().count("sub/my+report.csv") == 1
+    assert events.object_keys().count("sub/my+report.csv") == 1
 
 
 def test_a_file_being_written_fires_only_once_complete(daemon_factory, tmp_path: Path, events: Events) -> None:  # type: ignore[no-untyped-def]
@@ -83,13 +83,13 @@ def test_a_file_being_written_fires_only_once_complete(daemon_factory, tmp_path:
         # while it is open, another file comes and goes: once it fired, the open one had its chance
         (inbox / "barrier").write_text("x")
         events.wait_key("barrier")
-        assert "big.bin" not in events
+        assert "big.bin" not in events.object_keys()
         slow.write(b" and the rest")
     record = events.wait_key("big.bin")  # closing it completes it: no 30 s settle wait
     assert record["s3"]["object"]["size"] == len(b"first part and the rest")
     (inbox / "barrier2").write_text("x")
     events.wait_key("barrier2")
-    assert events.keys().count("big.bin") == 1
+    assert events.object_keys().count("big.bin") == 1
 
 
 def test_rename_into_the_folder_fires_once(daemon_factory, tmp_path: Path, events: Events) -> None:  # type: ignore[no-untyped-def]
@@ -101,7 +101,7 @@ def test_rename_into_the_folder_fires_once(daemon_factory, tmp_path: Path, event
     events.wait_key("done.txt")
     (inbox / "barrier").write_text("x")
     events.wait_key("barrier")
-    assert events.keys().count("done.txt") == 1
+    assert events.object_keys().count("done.txt") == 1
 
 
 def test_deletes_and_moves(daemon_factory, tmp_path: Path, events: Events) -> None:  # type: ignore[no-untyped-def]
@@ -112,9 +112,9 @@ def test_deletes_and_moves(daemon_factory, tmp_path: Path, events: Events) -> No
     os.rename(inbox / "a.txt", inbox / "b.txt")
     moved = events.wait_key("b.txt")
     assert moved["eventName"] == "ObjectCreated:Copy"
-    wait_until(lambda: "a.txt" in events.keys("ObjectRemoved:Delete"), what="the old name's removal")
+    wait_until(lambda: "a.txt" in events.object_keys("ObjectRemoved:Delete"), what="the old name's removal")
     os.remove(inbox / "b.txt")
-    wait_until(lambda: "b.txt" in events.keys("ObjectRemoved:Delete"), what="the delete")
+    wait_until(lambda: "b.txt" in events.object_keys("ObjectRemoved:Delete"), what="the delete")
     removed = [r for r in events.all() if r["eventName"] == "ObjectRemoved:Delete"][-1]
     assert "size" not in removed["s3"]["object"] and "eTag" not in removed["s3"]["object"]
 
@@ -130,7 +130,7 @@ def test_filters_and_polling_mode(daemon_factory, tmp_path: Path, events: Events
     events.wait_key("in/take.csv")
     (inbox / "in" / "barrier.csv").write_text("x")
     events.wait_key("in/barrier.csv")
-    assert sorted(events.keys()) == ["in/barrier.csv", "in/take.csv"]
+    assert sorted(events.object_keys()) == ["in/barrier.csv", "in/take.csv"]
     assert daemon.status()["watches"][0]["mode"] == "poll"
 
 
@@ -149,8 +149,8 @@ def test_changes_while_stopped_fire_after_restart_once(daemon_factory, tmp_path:
     os.remove(inbox / "gone.txt")
     daemon.start()
     events.wait_key("new.txt")
-    wait_until(lambda: events.keys().count("old.txt") == 2, what="the changed file")
-    wait_until(lambda: "gone.txt" in events.keys("ObjectRemoved:Delete"), what="the removal")
+    wait_until(lambda: events.object_keys().count("old.txt") == 2, what="the changed file")
+    wait_until(lambda: "gone.txt" in events.object_keys("ObjectRemoved:Delete"), what="the removal")
     assert daemon.stop() == 0
     before = len(events.all())
     daemon.start()
