@@ -354,3 +354,37 @@ def test_redriving_destination_records_keeps_the_payload_and_request_id(daemon_f
         bad = http("POST", f"{daemon.url}/admin/queues/failures/redrive", body)
         assert bad.status == 400, (body, bad.status)
     assert http("POST", f"{daemon.url}/admin/queues/failures/redrive", b'{"to": "nope"}').status == 404
+
+
+KINDS = '''
+import time
+
+def slow(event, context):
+    time.sleep(30)
+
+def hog(event, context):
+    return len(bytearray(400 * 1024 * 1024))
+'''
+
+
+def test_every_failure_kind_is_retried_then_dead_lettered(daemon_factory, events: EventLog) -> None:  # type: ignore[no-untyped-def]
+    retry = {"max_retries": 1, "retry_backoff": FAST, "dead_letter": "dlq"}
+    daemon = daemon_factory(
+        {"slow": {"handler": "kinds.slow", "timeout": "300ms", "async": retry},
+         "hog": {"handler": "kinds.hog", "async": retry},
+         "broken": {"handler": "missing_module.handler", "async": retry}},
+        {"kinds.py": KINDS}, queues={"dlq": {}},
+    ).start()
+    ids = {name: send(daemon, name, {"kind": name}) for name in ("slow", "hog", "broken")}
+    dead = wait_messages(daemon, "dlq", 3, timeout=30)
+    by_request = {m["attributes"]["RequestID"]["StringValue"]: m for m in dead}
+    assert by_request[ids["slow"]]["attributes"]["ErrorMessage"]["StringValue"].endswith(
+        "Task timed out after 0.30 seconds")
+    assert "out of memory" in by_request[ids["hog"]]["attributes"]["ErrorMessage"]["StringValue"]
+    assert by_request[ids["broken"]]["attributes"]["ErrorMessage"]["StringValue"].startswith(
+        "Unable to import module 'missing_module'")
+    text = daemon.metrics()
+    for name in ("slow", "hog", "broken"):
+        assert metric_value(text, "eventd_async_retries_total", function=name, cause="error") == 1
+    # the daemon and the functions are still fine
+    assert daemon.invoke("slow", {}).status == 200
