@@ -3,17 +3,12 @@ scrape reads a cache and never waits on the disk."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-
 from eventd.asyncevents import ASYNC_PREFIX
 from eventd.config.model import Config
 from eventd.destinations import WEBHOOK_PREFIX
 from eventd.metrics import Metrics, QueueGauge
+from eventd.periodic import Periodic
 from eventd.store.queues import QueueStats, QueueStore
-
-log = logging.getLogger(__name__)
 
 REFRESH_S = 2.0
 
@@ -23,18 +18,15 @@ class QueueGauges:
         self._config = config
         self._queues = queues
         self._cache: dict[str, QueueGauge] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._refresher = Periodic("Queue gauge refresh", REFRESH_S, self.refresh)
         metrics.watch_queues(lambda: self._cache)
 
     async def start(self) -> None:
         await self.refresh()
-        self._task = asyncio.create_task(self._loop(), name="queue-gauges")
+        self._refresher.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._refresher.stop()
 
     async def refresh(self) -> None:
         stats = await self._queues.stats()
@@ -56,11 +48,3 @@ class QueueGauges:
 
     def get(self, name: str) -> QueueGauge | None:
         return self._cache.get(name)
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(REFRESH_S)
-            try:
-                await self.refresh()
-            except Exception as exc:  # noqa: BLE001 - gauges going stale must not stop anything
-                log.warning("Cannot refresh queue gauges: %s.", exc)

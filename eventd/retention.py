@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 from eventd.config.model import Config
+from eventd.periodic import Periodic
 from eventd.store.queues import QueueStore, op_expire
 from eventd.store.streams import StreamStore
 
@@ -21,16 +20,14 @@ class Retention:
         self._config = config
         self._queues = queues
         self._streams = streams
-        self._task: asyncio.Task[None] | None = None
+        self._sweeper = Periodic("Retention sweep", INTERVAL_S, self.sweep)
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="retention")
+        await self.sweep()
+        self._sweeper.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._sweeper.stop()
 
     async def sweep(self) -> None:
         now = self._queues.clock()
@@ -40,11 +37,3 @@ class Retention:
                 log.info("Queue %s: deleted %d messages older than its retention.", name, expired)
         for name, stream in self._config.streams.items():
             await self._streams.trim(name, now - stream.retention)
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except Exception as exc:  # noqa: BLE001 - retention is housekeeping: log and try next time
-                log.warning("Retention sweep failed: %s.", exc)
-            await asyncio.sleep(INTERVAL_S)
