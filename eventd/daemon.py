@@ -1,7 +1,8 @@
 """Start order, signals, readiness and the graceful drain of a running eventd.
 
-Start: state dir -> logging -> store -> API listener (health answers from here on) -> warm pools ->
-async runners -> READY=1.
+Start: state dir -> logging -> store -> API listener (health answers from here on) -> fork server and
+warm pools -> async runners -> mappings -> push sources (HTTP routes, file watches, schedules) ->
+READY=1 (and /readyz 200).
 Stop (SIGTERM/SIGINT): STOPPING=1 -> stop listening and stop taking async events -> in-flight
 invocations finish (up to `drain_timeout`) -> handler processes stopped -> store closed. A second
 signal skips the wait. Async events not finished stay in the store and run after the next start.

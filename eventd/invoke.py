@@ -9,6 +9,7 @@ import asyncio
 import base64
 import itertools
 import math
+import os
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,8 +21,9 @@ from eventd.config.model import Config, FunctionSpec
 from eventd.dispatch import Dispatcher, Throttled
 from eventd.logs import DaemonLogging
 from eventd.metrics import FunctionState, Metrics
+from eventd.runtimes.launch import ForkServerLauncher
 from eventd.runtimes.pool import FunctionPool, function_arn
-from eventd.runtimes.process import InvokeRequest, Outcome
+from eventd.runtimes.process import InvokeRequest, Outcome, eventd_import_root
 
 #: X-Amz-Log-Result carries the last 4 KB of the invocation's log (lambda-semantics.md §1.2).
 LOG_TAIL_BYTES = 4096
@@ -65,8 +67,12 @@ class Invoker:
         self._request_ids = RequestIds()
         self._metrics = metrics
         self._logs = logs
+        # EVENTD_FORKSERVER=0 starts every handler process as a new interpreter (slower, for debugging)
+        self._launcher = (ForkServerLauncher(eventd_import_root())
+                          if os.environ.get("EVENTD_FORKSERVER", "1") != "0" else None)
         self.pools: dict[str, FunctionPool] = {
-            name: FunctionPool(name, spec, config.state_dir, self._sink_for) for name, spec in config.functions.items()
+            name: FunctionPool(name, spec, config.state_dir, self._sink_for, self._launcher)
+            for name, spec in config.functions.items()
         }
         for name, pool in self.pools.items():
             pool.cold_start_hook = self._cold_start_hook(name)
@@ -83,12 +89,16 @@ class Invoker:
             raise UnknownFunction(function) from None
 
     async def start(self) -> None:
+        if self._launcher is not None:
+            await self._launcher.start()
         for pool in self.pools.values():
             await pool.start()
 
     async def stop(self) -> None:
         for pool in self.pools.values():
             await pool.stop()
+        if self._launcher is not None:
+            await self._launcher.stop()
 
     async def invoke_sync(
         self,

@@ -27,6 +27,9 @@ CODE = {
             wanted = json.loads(event.get("body") or "{}")
             return wanted
 
+        def cors_happy(event, context):
+            return {"statusCode": 200, "headers": {"Access-Control-Allow-Origin": "*"}, "body": "x"}
+
         def plain(event, context):
             return {"hello": event.get("pathParameters")}
 
@@ -67,6 +70,9 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         {"http": {"path": "/bearer-file"}, "function": "plain", "auth": {"bearer_file": "../token.txt"}},
         {"http": {"method": "POST", "path": "/hook"}, "function": "plain",
          "auth": {"hmac_env": "EVENTD_TEST_HMAC", "header": "X-Hub-Signature-256"}},
+        {"http": {"method": "GET", "path": "/cors-own"}, "function": "cors_happy",
+         "cors": {"allow_origins": ["https://app.example"]}},
+        {"http": {"method": "POST", "path": "/big-async"}, "function": "record", "invocation": "async"},
         {"http": {"method": "GET", "path": "/cors"}, "function": "plain",
          "cors": {"allow_origins": ["https://app.example"], "allow_methods": ["GET", "POST"], "max_age": "10m"}},
     ]
@@ -74,6 +80,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         "echo": {"handler": "web.echo_event"}, "respond": {"handler": "web.respond"},
         "plain": {"handler": "web.plain"}, "text": {"handler": "web.text"}, "boom": {"handler": "web.boom"},
         "slow": {"handler": "web.slow", "timeout": "500ms"}, "record": {"handler": "web.record"},
+        "cors_happy": {"handler": "web.cors_happy"},
     }
     d = make_daemon(root / "d", functions, CODE, http={"listen": f"127.0.0.1:{public}"}, routes=routes)
     d.public = f"http://127.0.0.1:{public}"  # type: ignore[attr-defined]
@@ -199,3 +206,23 @@ def test_a_missing_secret_stops_the_start(daemon_factory) -> None:  # type: igno
     assert daemon.process is not None
     assert daemon.process.wait(20) == 78
     assert "environment variable NOT_SET_ANYWHERE is not set" in daemon.output()
+
+
+def test_encoded_slashes_stay_in_their_segment(daemon: Daemon) -> None:
+    # Regression: matching on the decoded path split a%2Fb into two segments (a 404).
+    event = call(daemon, "POST", "/echo/a%2Fb", b"{}").json()
+    assert event["pathParameters"] == {"id": "a/b"}
+
+
+def test_route_cors_overrides_the_functions_own_headers(daemon: Daemon) -> None:
+    # Regression: a function's Access-Control-Allow-Origin leaked out to origins CORS does not allow.
+    evil = call(daemon, "GET", "/cors-own", Origin="https://evil.example")
+    assert "access-control-allow-origin" not in evil.headers
+    good = call(daemon, "GET", "/cors-own", Origin="https://app.example")
+    assert good.headers["access-control-allow-origin"] == "https://app.example"
+
+
+def test_async_routes_take_events_up_to_the_async_limit(daemon: Daemon) -> None:
+    # Regression: an async route took 6 MiB bodies although an async event may hold 1 MiB.
+    reply = call(daemon, "POST", "/big-async", b"x" * (2 * 1024 * 1024))
+    assert reply.status == 413

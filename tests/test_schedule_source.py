@@ -167,3 +167,24 @@ async def test_timezone_and_dst(store: Store, tmp_path: Path) -> None:
     clock.set("2026-03-07T14:00:01+00:00")
     assert len(await daily.tick()) == 1
     assert daily.next_fire() == datetime(2026, 3, 8, 13, tzinfo=UTC).timestamp()
+
+
+async def test_a_held_slot_survives_a_restart(store: Store, tmp_path: Path) -> None:
+    # Regression: with overlap queue, the held slot lived only in memory and a restart dropped it.
+    clock = Clock("2026-05-01T09:59:00+00:00")
+    queues = QueueStore(store, clock)
+    spec = route(tmp_path, overlap="queue")
+    hourly = source(spec, queues, clock)
+    await hourly.start()
+    await hourly.stop()
+    clock.set("2026-05-01T10:00:00+00:00")
+    await hourly.tick()
+    clock.set("2026-05-01T11:00:00+00:00")
+    assert await hourly.tick() == []  # held: the 10:00 run is still waiting
+    events = await fired_events(queues)
+    await queues.store.write(op_delete_by_id(async_queue("job"), events[0]["id"]))
+    clock.set("2026-05-01T11:00:20+00:00")
+    restarted = source(spec, queues, clock)
+    await restarted.start()  # the held 11:00 slot is due again, and on time
+    await restarted.stop()
+    assert [e["time"] for e in await fired_events(queues)] == ["2026-05-01T11:00:00Z"]

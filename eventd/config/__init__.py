@@ -249,7 +249,8 @@ def route_source(route: Any) -> str:
     if isinstance(route, StreamRouteSpec):
         return f"stream:{route.stream}"
     if isinstance(route, HttpRouteSpec):
-        return f"http:{mapping_name(route)}"
+        methods = route.http.methods()
+        return f"http:{'|'.join(sorted(methods)) if methods else 'ANY'} {route.http.path}"
     if isinstance(route, FilesRouteSpec):
         return f"files:{route.files.path}"
     return f"schedule:{route.schedule}"

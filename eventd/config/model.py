@@ -325,7 +325,7 @@ class HttpSourceSpec(_Strict):
         methods = [value] if isinstance(value, str) else value
         for method in methods:
             if method.upper() not in _HTTP_METHODS:
-                raise ValueError(f"expected an HTTP method ({', '.join(sorted(_HTTP_METHODS))}), found {method!r}")
+                raise ValueError(f"expected an HTTP method ({', '.join(sorted(_HTTP_METHODS))})")
         return value
 
     @field_validator("path")
@@ -400,14 +400,21 @@ class FilesSourceSpec(_Strict):
                                                       "unchanged this long")
     mode: str = Field(default="auto", pattern="^(auto|inotify|poll)$",
                       description="inotify, poll (for NFS and some container mounts), or auto")
-    poll_interval: Duration = Field(default=1.0, description="how often poll mode scans")
+    poll_interval: Duration = Field(default=1.0, description="how often poll mode scans (10ms or more)")
+
+    @field_validator("poll_interval")
+    @classmethod
+    def _check_poll(cls, value: float) -> float:
+        if value < 0.01:
+            raise ValueError("expected a poll_interval of at least 10ms")
+        return value
 
     @field_validator("events")
     @classmethod
     def _check_events(cls, value: list[str]) -> list[str]:
         for kind in value:
             if kind not in ("created", "modified", "deleted", "moved"):
-                raise ValueError(f"expected created, modified, deleted or moved, found {kind!r}")
+                raise ValueError(f"expected created, modified, deleted or moved (not {kind!r})")
         if not value:
             raise ValueError("expected at least one event kind")
         return value
@@ -454,7 +461,7 @@ class ScheduleRouteSpec(_Strict):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"expected an IANA time zone like Europe/Berlin, found {value!r}") from None
+            raise ValueError("expected an IANA time zone like Europe/Berlin") from None
         return value
 
 

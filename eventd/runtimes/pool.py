@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from eventd.config.model import FunctionSpec
+from eventd.runtimes.launch import Launcher
 from eventd.runtimes.process import (
     HandlerProcess,
     Outcome,
@@ -57,11 +58,13 @@ class Checkout:
 class FunctionPool:
     """Processes of one function. `checkout()` gives an idle or new process; `checkin()` returns it."""
 
-    def __init__(self, name: str, spec: FunctionSpec, state_dir: Path, sink_factory: Callable[[str], OutputSink]):
+    def __init__(self, name: str, spec: FunctionSpec, state_dir: Path, sink_factory: Callable[[str], OutputSink],
+                 launcher: Launcher | None = None):
         self.name = name
         self.spec = spec
         self._state_dir = state_dir
         self._sink = sink_factory(name)
+        self._launcher = launcher
         self._idle: deque[HandlerProcess] = deque()
         self._all: set[HandlerProcess] = set()
         self._starting = 0
@@ -140,7 +143,7 @@ class FunctionPool:
     # --- internals --------------------------------------------------------------------------------
 
     async def _spawn(self, initialization_type: str) -> tuple[HandlerProcess | None, Outcome]:
-        process = HandlerProcess(self._spawn_spec(initialization_type), self._sink)
+        process = HandlerProcess(self._spawn_spec(initialization_type), self._sink, self._launcher)
         self._starting += 1
         try:
             outcome = await process.start()

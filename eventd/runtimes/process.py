@@ -20,7 +20,8 @@ from typing import Any
 
 import msgpack
 
-from eventd.runtimes.protocol import IPC_FD_ENV, MEMORY_ENV
+from eventd.runtimes.launch import DirectLauncher, Launched, Launcher
+from eventd.runtimes.protocol import MEMORY_ENV
 
 #: Lambda's init phase limit (lambda-semantics.md §8.1).
 INIT_TIMEOUT_S = 10.0
@@ -100,7 +101,7 @@ class HandlerProcess:
 
     _next_id = 0
 
-    def __init__(self, spec: SpawnSpec, sink: OutputSink) -> None:
+    def __init__(self, spec: SpawnSpec, sink: OutputSink, launcher: Launcher | None = None) -> None:
         HandlerProcess._next_id += 1
         self.pid = 0
         self.number = HandlerProcess._next_id
@@ -110,7 +111,8 @@ class HandlerProcess:
         self.init_ms = 0.0
         self.invocations = 0
         self._sink = sink
-        self._proc: asyncio.subprocess.Process | None = None
+        self._launcher: Launcher = launcher or DirectLauncher()
+        self._proc: Launched | None = None
         self._channel: _Channel | None = None
         self._waiter: asyncio.Future[dict[str, Any]] | None = None
         self._output: list[str] = []
@@ -127,21 +129,11 @@ class HandlerProcess:
         """Spawn and run init. On failure the process is gone and the outcome carries the init error."""
         loop = asyncio.get_running_loop()
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        env = {**self.spec.env, IPC_FD_ENV: str(child.fileno()), MEMORY_ENV: str(self.spec.memory_mb)}
+        env = {**self.spec.env, MEMORY_ENV: str(self.spec.memory_mb)}
         started = time.perf_counter()
         self._waiter = loop.create_future()
         try:
-            self._proc = await asyncio.create_subprocess_exec(
-                *self.spec.argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                cwd=self.spec.cwd,
-                env=env,
-                pass_fds=(child.fileno(),),
-                # its own session: a Ctrl-C at the daemon's terminal must not reach handlers mid-invocation
-                start_new_session=True,
-            )
+            self._proc = await self._launcher.launch(self.spec.argv, env, self.spec.cwd, child.fileno())
         except OSError as exc:
             parent.close()
             self.state = ProcessState.DEAD

@@ -3,6 +3,7 @@ and hands it to the one door: `Invoker.invoke_sync` (HTTP, sync) or the async qu
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from eventd.asyncq import AsyncInvocations
@@ -14,6 +15,8 @@ from eventd.sources.files import FileWatch
 from eventd.sources.http import HttpSource
 from eventd.sources.schedule import ScheduleSource
 from eventd.store.queues import QueueStore
+
+log = logging.getLogger(__name__)
 
 
 class PushSources:
@@ -34,24 +37,27 @@ class PushSources:
                 self.watches.append(FileWatch(route, name, queues, metrics, asyncq.wake))
             elif isinstance(route, ScheduleRouteSpec):
                 self.schedules.append(ScheduleSource(route, name, queues, metrics, asyncq.wake))
+        self.http_listen = config.http.listen
         self.http = (HttpSource(http_routes, parse_listen(config.http.listen), invoker, asyncq, metrics,
                                 config.drain_timeout) if http_routes else None)
 
     async def start(self) -> None:
         if self.http is not None:
             await self.http.start()
+            log.info("HTTP routes listening on http://%s (%d routes).", self.http_listen, len(self.http.routes))
         for watch in self.watches:
             await watch.start()
         for schedule in self.schedules:
             await schedule.start()
 
     async def stop(self) -> None:
+        # the public listener first: stop taking requests before the slower watches wind down
+        if self.http is not None:
+            await self.http.stop()
         for schedule in self.schedules:
             await schedule.stop()
         for watch in self.watches:
             await watch.stop()
-        if self.http is not None:
-            await self.http.stop()
 
     def status(self) -> dict[str, Any]:
         return {

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import orjson
 from aiohttp import web
 
-from eventd.asyncq import AsyncInvocations
+from eventd.api import MAX_SYNC_PAYLOAD
+from eventd.asyncq import MAX_ASYNC_PAYLOAD, AsyncInvocations
 from eventd.config.model import CorsSpec, HttpRouteSpec
 from eventd.dispatch import Throttled
 from eventd.errors import EventdError
@@ -64,6 +65,7 @@ class HttpSource:
         ]
         # most specific first: literal segments beat {params}, which beat {greedy+}
         self._routes.sort(key=lambda r: (r.path.specificity, r.methods is None))
+        self.routes = [r.name for r in self._routes]
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -89,7 +91,8 @@ class HttpSource:
         return response
 
     async def _route_and_answer(self, request: web.Request) -> tuple[_Route | None, web.StreamResponse]:
-        path = request.path
+        # match on the path as sent: an encoded %2F stays inside its segment, as API Gateway has it
+        path = request.raw_path.partition("?")[0]
         method = request.method.upper()
         matched: list[tuple[_Route, dict[str, str]]] = []
         for route in self._routes:
@@ -131,6 +134,9 @@ class HttpSource:
             now_ms=int(time.time() * 1000),
         )
         payload = orjson.dumps(event)
+        limit = MAX_ASYNC_PAYLOAD if spec.invocation == "async" else MAX_SYNC_PAYLOAD
+        if len(payload) > limit:  # the event, base64 and all, must fit Lambda's invoke limits too
+            return _message(413, "Request Entity Too Large")
         if spec.invocation == "async":
             event_id = await self._asyncq.accept(spec.function, payload, request_id)
             return web.Response(status=202, body=orjson.dumps({"requestId": event_id}), content_type="application/json")
@@ -149,7 +155,9 @@ class HttpSource:
             return _message(502, "Internal Server Error")
         response = web.Response(status=answer.status, body=answer.body)
         for name, value in answer.headers:
-            response.headers.add(name, value)
+            # with CORS configured on the route, eventd answers for it, not the function
+            if spec.cors is None or not name.lower().startswith("access-control-"):
+                response.headers.add(name, value)
         return response
 
 

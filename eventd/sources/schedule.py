@@ -35,6 +35,8 @@ _MAX_SLEEP_S = 30.0
 _QUEUE_POLL_S = 1.0
 #: A slot this much older than now was missed (eventd was down or held up): `catch_up` decides.
 GRACE_S = 60.0
+#: How far before a held slot the recorded state stays (so that slot is due again after a restart).
+_BEFORE_S = 0.001
 #: Most due slots looked at in one round (a schedule every minute, down for about 10 weeks).
 _MAX_DUE = 100_000
 
@@ -111,6 +113,13 @@ class ScheduleSource:
                 return []
             slot, self._held = self._held, None
             await self._fire(slot, now)
+            # the slots that came while it waited were folded into it
+            later = self.schedule.fires_between(datetime.fromtimestamp(slot, UTC), datetime.fromtimestamp(now, UTC),
+                                                self.tz, limit=_MAX_DUE)
+            if later:
+                self._metrics.schedule_missed.labels(self.name, "overlap").inc(len(later))
+                await self._queues.store.write(_op_state(self.name, later[-1].timestamp(), None))
+                self._last_fire = later[-1].timestamp()
             return [slot]
         start = datetime.fromtimestamp(self._last_fire, UTC)
         due = [d.timestamp() for d in self.schedule.fires_between(start, datetime.fromtimestamp(now, UTC), self.tz,
@@ -123,10 +132,12 @@ class ScheduleSource:
             if await self._previous_running():
                 later = len(chosen) - index - 1
                 if self.route.overlap == "queue":
-                    self._held = slot  # runs when the previous run is done; later slots fold into it
-                    if later:
-                        self._metrics.schedule_missed.labels(self.name, "overlap").inc(later)
-                    break
+                    # runs when the previous run is done; later slots fold into it. The state stays just
+                    # before the held slot, so a restart finds it due again rather than losing it.
+                    self._held = slot
+                    await self._queues.store.write(_op_state(self.name, slot - _BEFORE_S, None))
+                    self._last_fire = slot - _BEFORE_S
+                    return fired
                 self._metrics.schedule_missed.labels(self.name, "overlap").inc()
                 continue
             await self._fire(slot, now)
