@@ -20,6 +20,6 @@ def new_event(payload: bytes, function: str, request_id: str | None = None, **ex
 
     The request id is the message id too, so an operator can find an event by the id the caller got.
     """
-    request_id = request_id or str(uuid.uuid4())
+    request_id = request_id or str(uuid.uuid4())  # a request id is shown to callers: keep it a real uuid4
     meta = {"rid": request_id, "fn": function, "attempts": 0, "throttles": 0, "invokes": 0, **extra}
     return NewMessage(payload, meta=meta, id=request_id)

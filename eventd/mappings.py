@@ -30,7 +30,7 @@ from eventd.patterns import Filter, compile_filters
 from eventd.retry import THROTTLE_BACKOFF, Backoff
 from eventd.runtimes.pool import function_arn
 from eventd.store.engine import Operation
-from eventd.store.queues import Message, QueueStore, Redrive, op_delete, op_return_uncounted
+from eventd.store.queues import Message, QueueStore, Redrive, op_delete, op_delete_many, op_return_uncounted
 from eventd.store.streams import StreamRecord, StreamStore, op_checkpoint, sequence_number, shard_id
 
 log = logging.getLogger(__name__)
@@ -156,8 +156,9 @@ class QueueMapping(_Worker):
     async def start(self) -> None:
         self._loops.append(asyncio.create_task(self._poll(), name=f"mapping-{self.name}"))
 
-    def _has_capacity(self) -> bool:
-        return self._active < self._max_batches and self._invoker.dispatcher.free(self.route.function) > 0
+    def _free_batches(self) -> int:
+        """Batches that could start now: free function concurrency, within the mapping's own cap."""
+        return min(self._max_batches - self._active, self._invoker.dispatcher.free(self.route.function))
 
     async def _poll(self) -> None:
         batcher: Batcher[Message] = Batcher(self._policy)
@@ -167,23 +168,30 @@ class QueueMapping(_Worker):
             if now < self._throttled_until:
                 await asyncio.sleep(self._throttled_until - now)
                 continue
-            if not batcher.items and not self._has_capacity():
+            free = self._free_batches()
+            if not batcher.items and free <= 0:
                 # a batch only starts when it can run: received-but-waiting messages would sit in memory
                 if self._active < self._max_batches:
                     await self._invoker.dispatcher.wait_for_release()
                 else:
                     await self._wait_wake(None)
                 continue
+            # Without a window, one receive fills a batch for every free slot: the store's round trip,
+            # not the function, would otherwise set the pace.
+            want = batcher.room
+            if self._policy.window == 0 and not batcher.items and not self._spec.fifo:
+                # (not FIFO: a group's messages from one receive must stay in one batch, in order)
+                want = batcher.room * max(1, free)
             self.wake.clear()
             messages, dead_lettered = await self._queues.receive_batch(
-                queue, batcher.room, self._spec.visibility_timeout, self._redrive, fifo=self._spec.fifo)
+                queue, want, self._spec.visibility_timeout, self._redrive, fifo=self._spec.fifo)
             if dead_lettered:
                 assert self._redrive is not None
                 self._metrics.queue_dead_lettered.labels(queue, self._redrive.dead_letter).inc(dead_lettered)
                 self._queues.notify(self._redrive.dead_letter)
             for message in messages:
                 size = len(message.body) + _RECORD_OVERHEAD
-                if not batcher.fits(size):
+                if not batcher.fits(size) or batcher.full:
                     self._dispatch(batcher.flush())
                 batcher.add(message, size, time.monotonic())
             if batcher.ready(time.monotonic()):
@@ -205,8 +213,18 @@ class QueueMapping(_Worker):
         self._active += 1
         self._spawn_batch(self._run_batch(batch))
 
+    async def _take_slot(self) -> None:
+        """A concurrency slot for one batch, taken before its invoke so nothing can throttle it. The
+        poll loop fetched only what free slots could take, so this waits only when sync callers or
+        another mapping took a slot in between."""
+        dispatcher = self._invoker.dispatcher
+        while not dispatcher.acquire_up_to(self.route.function, 1):
+            await dispatcher.wait_for_release()
+
     async def _run_batch(self, batch: list[Message]) -> None:
         queue = self.route.queue
+        await self._take_slot()
+        slot_held = True
         try:
             kept: list[Message] = []
             records: list[dict[str, Any]] = []
@@ -227,7 +245,8 @@ class QueueMapping(_Worker):
             self._metrics.mapping_batch_size.labels(self.name).observe(len(kept))
             event = batch_event(records)
             try:
-                result = await self._invoker.invoke_sync(self.route.function, event)
+                slot_held = False  # invoke_sync releases it from here on
+                result = await self._invoker.invoke_sync(self.route.function, event, slot_held=True)
             except Throttled:
                 await self._queues.transact(*(op_return_uncounted(queue, m.receipt, self._queues.clock())
                                               for m in kept))
@@ -238,6 +257,8 @@ class QueueMapping(_Worker):
             self._throttles = 0
             await self._settle(kept, result)
         finally:
+            if slot_held:
+                self._invoker.dispatcher.release(self.route.function)
             self._active -= 1
             self.wake.set()
 
@@ -253,9 +274,9 @@ class QueueMapping(_Worker):
             log.warning("Mapping %s: invalid batchItemFailures response; the whole batch failed.", self.name)
             self._metrics.mapping_batches.labels(self.name, "failure").inc()
             return
-        done = [op_delete(self.route.queue, m.receipt) for m in batch if m.id not in failed]
+        done = [m.receipt for m in batch if m.id not in failed]
         if done:
-            await self._queues.transact(*done)
+            await self._queues.store.write(op_delete_many(self.route.queue, done))
         self._metrics.mapping_batches.labels(self.name, "partial" if failed else "success").inc()
 
 

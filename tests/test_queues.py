@@ -324,3 +324,17 @@ def test_dead_letter_copies_wake_the_dlq_mapping_at_once(daemon_factory, log: Ba
     assert reply.status == 202
     wait_until(lambda: log.bodies("fn"), timeout=10, what="the DLQ mapping to run without waiting out its poll")
     assert json.loads(log.bodies("fn")[0]) == {"n": 1}
+
+
+def test_a_mapping_never_throttles_itself(daemon_factory, log: BatchLog) -> None:  # type: ignore[no-untyped-def]
+    # Regression: the poller counted free slots, then its earlier batch took the last one, and the new
+    # batch was throttled (and the whole mapping backed off for a second).
+    daemon = make(daemon_factory, log, {"fn": {"handler": "h.record", "concurrency": 2}}, queues={"q": {}},
+                  routes=[{"queue": "q", "function": "fn", "batch_size": 1}])
+    bodies = [f"m{n}" for n in range(300)]
+    send(daemon, "q", *bodies)
+    wait_until(lambda: len(log.bodies()) >= 300, timeout=60, what="every message")
+    text = daemon.metrics()
+    assert metric_value(text, "eventd_mapping_batches_total", mapping="q->fn", outcome="throttled") == 0
+    assert metric_value(text, "eventd_throttles_total", function="fn",
+                        reason="ReservedFunctionConcurrentInvocationLimitExceeded") == 0

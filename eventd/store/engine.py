@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Operation = Callable[[sqlite3.Connection], T]
 
+#: How often the WAL is checkpointed into the main database file.
+CHECKPOINT_INTERVAL_S = 1.0
 #: Most operations committed together; bounds the latency one commit adds to the first of them.
 MAX_GROUP = 2048
 _STOP = object()
@@ -58,6 +60,8 @@ class Store:
         self._ready = threading.Event()
         self._open_error: BaseException | None = None
         self._closed = False
+        self._stop_checkpoints = threading.Event()
+        self._checkpointer: threading.Thread | None = None
         #: observers of each group commit: (operations, seconds) — for metrics
         self.on_commit: Callable[[int, float], None] = lambda size, seconds: None
 
@@ -71,11 +75,15 @@ class Store:
         await asyncio.to_thread(self._ready.wait)
         if self._open_error is not None:
             raise self._open_error
+        self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="eventd-store-checkpoint",
+                                              daemon=True)
+        self._checkpointer.start()
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        self._stop_checkpoints.set()
         self._queue.put(_STOP)
         if self._writer is not None:
             await asyncio.to_thread(self._writer.join)
@@ -103,11 +111,25 @@ class Store:
             conn = self._reader_local.conn = self._connect()
         return op(conn)
 
+    def _checkpoint_loop(self) -> None:
+        """Copy the WAL back into the database every second (PASSIVE: never blocks the writer)."""
+        conn = self._connect()
+        try:
+            while not self._stop_checkpoints.wait(CHECKPOINT_INTERVAL_S):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:
+                    log.warning("Store checkpoint failed: %s.", exc)
+        finally:
+            conn.close()
+
     # --- the writer thread ------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
+        # checkpoints run in their own thread (below), not inside a commit a caller waits for
+        conn.execute("PRAGMA wal_autocheckpoint=0")
         conn.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'full' else 'NORMAL'}")
         conn.execute("PRAGMA busy_timeout=5000")
         return conn

@@ -13,13 +13,13 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from eventd.ids import message_ids
 from eventd.store.engine import Operation, Store
 
 
@@ -81,7 +81,7 @@ def _dumps(value: dict[str, Any] | None) -> str | None:
 
 def op_send(queue: str, messages: Sequence[NewMessage], now: float, fifo: Fifo | None = None) -> Operation[list[str]]:
     def run(conn: sqlite3.Connection) -> list[str]:
-        ids = [m.id or str(uuid.uuid4()) for m in messages]
+        ids = [m.id or message_ids.next() for m in messages]
         rows = [
             (queue, id_, m.body, _dumps(m.attributes), _dumps(m.meta), now, now + m.delay, m.group_id)
             for id_, m in zip(ids, messages, strict=True)
@@ -190,6 +190,19 @@ def op_delete(queue: str, receipt: str) -> Operation[bool]:
             "DELETE FROM messages WHERE seq = ? AND queue = ? AND receive_count = ?", (seq, queue, count)
         )
         return cursor.rowcount == 1
+
+    return run
+
+
+def op_delete_many(queue: str, receipts: Sequence[str]) -> Operation[int]:
+    """Delete several received messages in one statement (a finished batch)."""
+
+    def run(conn: sqlite3.Connection) -> int:
+        cursor = conn.executemany(
+            "DELETE FROM messages WHERE seq = ? AND queue = ? AND receive_count = ?",
+            [(seq, queue, count) for seq, count in map(_receipt, receipts)],
+        )
+        return cursor.rowcount
 
     return run
 
