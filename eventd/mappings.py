@@ -170,7 +170,12 @@ class QueueMapping(_Worker):
                 continue
             free = self._free_batches()
             if not batcher.items and free <= 0:
-                # a batch only starts when it can run: received-but-waiting messages would sit in memory
+                # A batch only starts when it can run: received-but-waiting messages would sit in memory.
+                # Clear the wake-up before looking again, so the wait below really waits (a set event
+                # would return at once and this loop would never yield).
+                self.wake.clear()
+                if self._free_batches() > 0:
+                    continue
                 if self._active < self._max_batches:
                     await self._invoker.dispatcher.wait_for_release()
                 else:

@@ -338,3 +338,25 @@ def test_a_mapping_never_throttles_itself(daemon_factory, log: BatchLog) -> None
     assert metric_value(text, "eventd_mapping_batches_total", mapping="q->fn", outcome="throttled") == 0
     assert metric_value(text, "eventd_throttles_total", function="fn",
                         reason="ReservedFunctionConcurrentInvocationLimitExceeded") == 0
+
+
+def test_a_mapping_at_its_max_concurrency_does_not_starve_the_daemon(daemon_factory, log: BatchLog, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # Regression: at max_concurrency the poller waited on a wake-up that a send had already set, so it
+    # looped without yielding and the daemon stopped answering.
+    from tests.harness import Gate
+
+    gate = Gate(tmp_path / "gate.sock")
+    held = Gate.HANDLER + """
+def batch(event, context):
+    for record in event["Records"]:
+        if record["body"].startswith("{"):
+            handler(json.loads(record["body"]), context)
+"""
+    daemon = daemon_factory({"fn": {"handler": "gated.batch"}}, {"gated.py": "import json\n" + held},
+                            queues={"q": {}}, routes=[{"queue": "q", "function": "fn", "max_concurrency": 1}]).start()
+    send(daemon, "q", json.dumps({"gate": gate.path}))
+    gate.wait_arrivals(1)  # the mapping's only batch is running
+    send(daemon, "q", "more", "and more")  # these sends wake the poller, which can start nothing
+    assert http("GET", daemon.url + "/healthz", timeout=5).status == 200
+    gate.close()
+    wait_until(lambda: stats(daemon, "q")["visible"] + stats(daemon, "q")["in_flight"] == 0, what="the queue to drain")
