@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
+from eventd.ids import message_ids
 from eventd.store.queues import NewMessage
 
 ASYNC_PREFIX = "async:"
@@ -20,6 +20,6 @@ def new_event(payload: bytes, function: str, request_id: str | None = None, **ex
 
     The request id is the message id too, so an operator can find an event by the id the caller got.
     """
-    request_id = request_id or str(uuid.uuid4())  # a request id is shown to callers: keep it a real uuid4
+    request_id = request_id or message_ids.next()
     meta = {"rid": request_id, "fn": function, "attempts": 0, "throttles": 0, "invokes": 0, **extra}
     return NewMessage(payload, meta=meta, id=request_id)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -153,9 +154,15 @@ def _is_text(content_type: str | None) -> bool:
     return media.startswith("application/") and media.endswith(("+json", "+xml"))
 
 
-def _clf_time(now_ms: int) -> str:
-    t = datetime.fromtimestamp(now_ms // 1000, tz=UTC)
+@functools.lru_cache(maxsize=4)
+def _clf_second(second: int) -> str:
+    t = datetime.fromtimestamp(second, tz=UTC)
     return f"{t.day:02d}/{_MONTHS[t.month - 1]}/{t.year}:{t:%H:%M:%S} +0000"
+
+
+def _clf_time(now_ms: int) -> str:
+    # every request in the same second shares the formatted string (it is on the hot path)
+    return _clf_second(now_ms // 1000)
 
 
 def build_event(

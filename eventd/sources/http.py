@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -67,6 +68,9 @@ class HttpSource:
         self._routes.sort(key=lambda r: (r.path.specificity, r.methods is None))
         self.routes = [r.name for r in self._routes]
         self._runner: web.AppRunner | None = None
+        # metric children, looked up once per label set rather than per request
+        self._counters: dict[tuple[str, int], Any] = {}
+        self._timers: dict[str, Any] = {}
 
     async def start(self) -> None:
         app = web.Application(client_max_size=max((r.spec.max_body for r in self._routes), default=0) + 1)
@@ -86,8 +90,15 @@ class HttpSource:
         label = route.name if route else ""
         if route is not None and route.spec.cors is not None:
             _add_cors(response, route.spec.cors, request)
-        self._metrics.http_requests.labels(label, str(response.status)).inc()
-        self._metrics.http_duration.labels(label).observe(time.perf_counter() - started)
+        counter = self._counters.get((label, response.status))
+        if counter is None:
+            counter = self._counters[(label, response.status)] = self._metrics.http_requests.labels(
+                label, str(response.status))
+        counter.inc()
+        timer = self._timers.get(label)
+        if timer is None:
+            timer = self._timers[label] = self._metrics.http_duration.labels(label)
+        timer.observe(time.perf_counter() - started)
         return response
 
     async def _route_and_answer(self, request: web.Request) -> tuple[_Route | None, web.StreamResponse]:

@@ -164,9 +164,35 @@ class Store:
                 conn.close()
                 return
 
+    def _commit_one(self, conn: sqlite3.Connection, pending: _Pending, started: float) -> None:
+        outcome: tuple[_Pending, Any, BaseException | None]
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = pending.op(conn)
+            except Exception as exc:  # noqa: BLE001 - reported to its caller
+                conn.execute("ROLLBACK")
+                outcome = (pending, None, exc)
+            else:
+                conn.execute("COMMIT")
+                outcome = (pending, result, None)
+        except sqlite3.Error as exc:
+            log.error("Store commit failed: %s.", exc)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            outcome = (pending, None, exc)
+        self.on_commit(1, time.perf_counter() - started)
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is gone (shutdown): nobody waits any more
+            self._loop.call_soon_threadsafe(_resolve, [outcome])
+
     def _commit(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
         started = time.perf_counter()
         outcomes: list[tuple[_Pending, Any, BaseException | None]] = []
+        if len(batch) == 1:
+            # alone in its commit, an operation needs no savepoint: a failure rolls back the commit
+            self._commit_one(conn, batch[0], started)
+            return
         try:
             conn.execute("BEGIN IMMEDIATE")
             for pending in batch:
