@@ -36,20 +36,22 @@ processes nor the load generator used is *other* load (this is a shared box), an
 taken from the round (of --rounds) with the least of it. Every round is in the JSON.
 """
 
-# ruff: noqa: E402 (the imports below come after the sys.path fix)
+# ruff: noqa: E402 - the imports below come after _common.py is loaded, on purpose
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 
-# `python bench/async.py` puts bench/ first on sys.path, where sibling scripts named like standard
-# modules (bench/http.py, bench/queue.py) would shadow them, for this file and for invoke.py: drop it.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+# bench/ is not a package, and `python bench/async.py` puts bench/ first on sys.path, where the sibling
+# scripts http.py and queue.py would shadow the standard library's modules: load _common.py by its path
+# (loading it takes bench/ off sys.path) before anything that imports `http` or `queue`.
+_spec = importlib.util.spec_from_file_location(
+    "_bench_common", os.path.join(os.path.dirname(os.path.realpath(__file__)), "_common.py"))
+common = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
+_spec.loader.exec_module(common)  # type: ignore[union-attr]
 
 import argparse
-import asyncio
-import importlib.util
 import json
 import subprocess
 import tempfile
@@ -57,11 +59,10 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-INVOKE_PATH = "/2015-03-31/functions/{name}/invocations"
-DEFAULT_PAYLOAD = '{"id": 42, "kind": "bench", "tags": ["a", "b"], "ok": true}'
+INVOKE_PATH = common.INVOKE_PATH
+DEFAULT_PAYLOAD = common.DEFAULT_PAYLOAD
 
 NOOP_SOURCE = """\
 def handler(event, context):
@@ -80,113 +81,44 @@ TARGET_ACCEPT_RATIO = 0.5  # ... and at least half the per-insert-commit baselin
 POLL_S = 0.02  # /metrics polling interval while waiting for completions
 
 
-def _invoke_bench() -> ModuleType:
-    """bench/invoke.py, for its HTTP client protocol and process/CPU helpers (bench is not a package)."""
-    name = "_eventd_bench_invoke"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().with_name("invoke.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 # --------------------------------------------------------------------------------------------------
 # load generator (its own process)
 # --------------------------------------------------------------------------------------------------
 
 
 async def _loadgen(args: argparse.Namespace) -> dict[str, Any]:
-    inv = _invoke_bench()
-    loop = asyncio.get_running_loop()
     payload = args.payload.encode()
     request = (
         f"POST {INVOKE_PATH.format(name=args.function)} HTTP/1.1\r\nHost: {args.host}:{args.port}\r\n"
         f"Content-Type: application/json\r\nX-Amz-Invocation-Type: Event\r\n"
         f"Content-Length: {len(payload)}\r\n\r\n"
     ).encode() + payload
-    conns = []
-    for _ in range(args.concurrency):
-        _, conn = await loop.create_connection(inv._Conn, args.host, args.port)
-        conns.append(conn)
-    first_bad: list[tuple[int, bytes]] = []
-
-    async def phase(seconds: float, max_requests: int, record: bool) -> tuple[list[int], int, int, float]:
-        latencies: list[int] = []
-        errors = 0
-        count = 0
-        started = time.perf_counter()
-        stop_at = time.perf_counter_ns() + int(seconds * 1e9)
-
-        async def worker(conn: Any) -> None:
-            nonlocal errors, count
-            clock = time.perf_counter_ns
-            while count < max_requests:
-                t0 = clock()
-                if t0 >= stop_at:
-                    return
-                count += 1
-                status, body = await conn.request(request)
-                t1 = clock()
-                if status != 202:
-                    errors += 1
-                    if not first_bad:
-                        first_bad.append((status, body[:300]))
-                if record:
-                    latencies.append(t1 - t0)
-
-        await asyncio.gather(*(worker(c) for c in conns))
-        return latencies, count, errors, time.perf_counter() - started
-
+    conns = await common.connect(args.host, args.port, args.concurrency)
     if args.count:  # end to end: exactly `count` events, as fast as the connections allow
-        print("measuring", flush=True)
-        cpu0 = time.process_time()
-        first_send = time.monotonic()
-        latencies, sent, errors, elapsed = await phase(3600.0, args.count, record=True)
-        last_ack = time.monotonic()
+        m = await common.measure(conns, request, warmup=None, seconds=3600.0, max_requests=args.count, status_ok=202)
     else:  # accept rate: warm-up, then a timed closed-loop phase
-        await phase(args.warmup, args.max_requests, record=False)
-        print("measuring", flush=True)  # the parent samples CPU between these two lines
-        cpu0 = time.process_time()
-        first_send = time.monotonic()
-        latencies, sent, errors, elapsed = await phase(args.duration, args.max_requests, record=True)
-        last_ack = time.monotonic()
-    cpu = time.process_time() - cpu0
-    print("done", flush=True)
-    for conn in conns:
-        conn.transport.close()
-    if first_bad and errors == sent:
-        raise SystemExit(f"loadgen: no event was accepted; first answer {first_bad[0][0]}: {first_bad[0][1]!r}")
-    latencies.sort()
-    ms = [v / 1e6 for v in latencies]
-    n = len(ms)
-    pct = inv._percentile
+        m = await common.measure(conns, request, warmup=args.warmup, seconds=args.duration,
+                                 max_requests=args.max_requests, status_ok=202)
+    sent, errors = m.sent, m.errors
+    if m.first_bad and errors == sent:
+        raise SystemExit(f"loadgen: no event was accepted; first answer {m.first_bad[0][0]}: {m.first_bad[0][1]!r}")
     return {
         "concurrency": args.concurrency,
         "sent": sent,
         "accepted": sent - errors,
         "errors": errors,
-        "first_error": None if not first_bad else f"{first_bad[0][0]}: {first_bad[0][1].decode(errors='replace')}",
-        "seconds": round(elapsed, 3),
-        "accept_rps": round((sent - errors) / elapsed, 1),
-        "first_send_monotonic": first_send,
-        "last_ack_monotonic": last_ack,
-        "p50_ms": round(pct(ms, 50), 3),
-        "p99_ms": round(pct(ms, 99), 3),
-        "max_ms": round(ms[-1], 3) if ms else None,
-        "loadgen_cpu_s": round(cpu, 3),
-        "loadgen_cpu_us_per_req": round(cpu / n * 1e6, 1) if n else None,
+        "first_error": m.first_error,
+        "seconds": round(m.seconds, 3),
+        "accept_rps": round((sent - errors) / m.seconds, 1),
+        "first_send_monotonic": m.first_send,
+        "last_ack_monotonic": m.last_ack,
+        **m.latency(50, 99),
+        **m.loadgen_cpu(),
     }
 
 
 def cmd_loadgen(args: argparse.Namespace) -> int:
-    import uvloop
-
-    result = uvloop.run(_loadgen(args))
-    print(json.dumps(result))
-    return 0
+    return common.print_json_of(_loadgen(args))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -258,9 +190,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 def cmd_http202(args: argparse.Namespace) -> int:
     import itertools
-    import signal
 
-    import uvloop
     from aiohttp import web
 
     ids = itertools.count()
@@ -269,26 +199,10 @@ def cmd_http202(args: argparse.Namespace) -> int:
         await request.read()  # read the event, store nothing, acknowledge
         return web.Response(status=202, headers={"x-amzn-RequestId": str(next(ids))})
 
-    async def readyz(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ready"})
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(text="")
 
-    async def main() -> None:
-        app = web.Application()
-        app.router.add_post(INVOKE_PATH, invoke)
-        app.router.add_get("/readyz", readyz)
-        app.router.add_get("/metrics", lambda request: web.Response(text=""))
-        runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", args.port).start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        await runner.cleanup()
-
-    uvloop.run(main())
-    return 0
+    return common.serve(args.port, [("POST", INVOKE_PATH, invoke), ("GET", "/metrics", metrics)])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -298,8 +212,7 @@ def cmd_http202(args: argparse.Namespace) -> int:
 
 def scrape(port: int) -> dict[str, float]:
     """GET /metrics as {'name{labels}': value}."""
-    inv = _invoke_bench()
-    status, _, body = inv.http_call(port, "GET", "/metrics", timeout=10)
+    status, _, body = common.http_call(port, "GET", "/metrics", timeout=10)
     if status != 200:
         raise SystemExit(f"bench: GET /metrics answered {status}")
     out: dict[str, float] = {}
@@ -346,33 +259,14 @@ class Sampler:
         self.pid = daemon_pid
 
     def sample(self) -> tuple[float, float, float, float, int, int]:
-        inv = _invoke_bench()
-        kids = self.descendants()
+        kids = common.children_of(self.pid)
         return (
             time.monotonic(),
-            inv.cpu_seconds([self.pid]),
-            inv.cpu_seconds(kids),
-            inv.machine_cpu()[0],
+            common.cpu_seconds([self.pid]),
+            common.cpu_seconds(kids),
+            common.machine_cpu()[0],
             *self.context_switches(),
         )
-
-    def descendants(self) -> list[int]:
-        """Every process under the server: its handler processes, directly or under a fork server."""
-        children: dict[int, list[int]] = {}
-        for entry in Path("/proc").iterdir():  # one pass over /proc: parent -> children
-            if entry.name.isdigit():
-                try:
-                    ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                except (OSError, IndexError, ValueError):
-                    continue
-                children.setdefault(ppid, []).append(int(entry.name))
-        found: list[int] = []
-        todo = [self.pid]
-        while todo:
-            kids = children.get(todo.pop(), [])
-            found += kids
-            todo += kids
-        return found
 
     def context_switches(self) -> tuple[int, int]:
         """(voluntary, involuntary) context switches of all the server's threads so far."""
@@ -537,24 +431,8 @@ def run_baseline(args: argparse.Namespace, db: Path, durability: str, mode: str)
         "--mode", mode, "--duration", str(args.baseline_duration), "--max-rows", str(args.baseline_max_rows),
         "--payload", args.payload,
     ]  # fmt: skip
-    inv = _invoke_bench()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    watchdog = threading.Timer(args.baseline_duration + 60, proc.kill)
-    watchdog.start()
-    samples: list[tuple[float, float]] = []
-    result: dict[str, Any] = {}
-    try:
-        for line in proc.stdout:  # type: ignore[union-attr]
-            if line.strip() in ("measuring", "done"):
-                samples.append((time.monotonic(), inv.machine_cpu()[0]))
-            elif line.startswith("{"):
-                result = json.loads(line)
-        err = proc.stderr.read()  # type: ignore[union-attr]
-        proc.wait()
-    finally:
-        watchdog.cancel()
-    if proc.returncode != 0 or not result or len(samples) != 2:
-        raise SystemExit(f"bench: the baseline failed (exit {proc.returncode}):\n{err}")
+    result, samples = common.run_sampled(
+        argv, args.baseline_duration + 60, lambda: (time.monotonic(), common.machine_cpu()[0]), "the baseline")
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     (t0, m0), (t1, m1) = samples
@@ -563,13 +441,10 @@ def run_baseline(args: argparse.Namespace, db: Path, durability: str, mode: str)
 
 
 def measure_daemon(args: argparse.Namespace, root: Path, durability: str, levels: list[int]) -> dict[str, Any]:
-    inv = _invoke_bench()
-    port = inv.free_port()
+    port = common.free_port()
     config = write_config(root, port, durability, args.handlers, args.log_level)
     log_path = root / f"eventd-{durability}.log"
-    server = inv.Server(
-        f"eventd ({durability})", [sys.executable, "-m", "eventd", "run", "-c", str(config)], port, log_path
-    )
+    server = common.eventd_server(f"eventd ({durability})", config, port, log_path)
     out: dict[str, Any] = {}
     try:
         out["ready_s"] = round(server.wait_ready(60), 3)
@@ -612,9 +487,8 @@ def measure_daemon(args: argparse.Namespace, root: Path, durability: str, levels
 def measure_ceiling(args: argparse.Namespace, root: Path, levels: list[int]) -> dict[str, Any]:
     """The accept rate of a bare aiohttp + uvloop server that stores nothing: the most any daemon on
     this HTTP stack could acknowledge here."""
-    inv = _invoke_bench()
-    port = inv.free_port()
-    server = inv.Server(
+    port = common.free_port()
+    server = common.Server(
         "http-202",
         [sys.executable, os.path.abspath(__file__), "_http202", "--port", str(port)],
         port,
@@ -628,22 +502,6 @@ def measure_ceiling(args: argparse.Namespace, root: Path, levels: list[int]) -> 
         server.stop()
 
 
-def wait_quiet(limit: float, cores: float = 0.3, window: float = 0.5) -> dict[str, Any]:
-    """Poll the machine's CPU (windows of `window` s, nothing of ours running) until under `cores`
-    are busy, for at most `limit` seconds: other work on this shared box skews a run."""
-    inv = _invoke_bench()
-    started = time.monotonic()
-    busy = float("nan")
-    while True:
-        before = inv.machine_cpu()[0]
-        t0 = time.monotonic()
-        time.sleep(window)
-        busy = (inv.machine_cpu()[0] - before) / (time.monotonic() - t0)
-        waited = time.monotonic() - started
-        if busy < cores or waited >= limit:
-            return {"quiet": busy < cores, "busy_cores": round(busy, 2), "waited_s": round(waited, 1)}
-
-
 def _quietest(runs: list[dict[str, Any]], other: Any) -> dict[str, Any]:
     """The run during which the least CPU was used by anything else on the machine (`other(run)`,
     cores); the first such one on a tie. Other agents' work on this shared box comes and goes, and
@@ -652,12 +510,11 @@ def _quietest(runs: list[dict[str, Any]], other: Any) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    inv = _invoke_bench()
     started = time.perf_counter()
     levels = [int(c) for c in args.concurrency.split(",")]
     durabilities = args.durability.split(",")
     report: dict[str, Any] = {
-        "machine": inv.machine(),
+        "machine": common.machine(),
         "settings": {
             "concurrency": levels,
             "durability": durabilities,
@@ -684,7 +541,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="eventd-bench-async-") as tmp:
         root = Path(tmp)
         for r in range(args.rounds):
-            quiet = wait_quiet(args.quiet_wait)
+            quiet = common.wait_quiet(args.quiet_wait)
             ceilings.append({**measure_ceiling(args, root, levels), "quiet_before": quiet})
             print(
                 f"  round {r + 1} http ceiling (aiohttp, stores nothing): "
@@ -697,7 +554,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 flush=True,
             )
             for durability in durabilities:
-                one: dict[str, Any] = {"round": r + 1, "quiet_before": wait_quiet(args.quiet_wait)}
+                one: dict[str, Any] = {"round": r + 1, "quiet_before": common.wait_quiet(args.quiet_wait)}
                 one["baseline_each_commit"] = run_baseline(args, root / "baseline.db", durability, "each-commit")
                 one["baseline_one_transaction"] = run_baseline(
                     args, root / "baseline.db", durability, "one-transaction"
@@ -741,14 +598,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         }
         for c in levels
     }
-    report["machine"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
-    report["run_seconds"] = round(time.perf_counter() - started, 1)
-    report["targets"] = targets(report)
-    print_report(report)
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
-    return 0
+    return common.finish_report(report, started, args, targets, print_report)
 
 
 def _fresh(root: Path, r: int, durability: str) -> Path:

@@ -22,37 +22,34 @@ see it (first invoke of `cold` after its process has been reaped; detected by po
 the REPORT line's Init Duration of those invokes, and RSS/PSS of the daemon and of its handlers.
 """
 
-# ruff: noqa: E402 - the imports below come after the sys.path fix, on purpose
+# ruff: noqa: E402 - the imports below come after _common.py is loaded, on purpose
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 
-# `python bench/invoke.py` puts bench/ first on sys.path, where the sibling scripts http.py and
-# queue.py (named as the issues name them) would hide the standard library's modules.
-_HERE = os.path.dirname(os.path.realpath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.curdir) != _HERE]
+# bench/ is not a package, and `python bench/invoke.py` puts bench/ first on sys.path, where the sibling
+# scripts http.py and queue.py would shadow the standard library's modules: load _common.py by its path
+# (loading it takes bench/ off sys.path) before anything that imports `http` or `queue`.
+_spec = importlib.util.spec_from_file_location(
+    "_bench_common", os.path.join(os.path.dirname(os.path.realpath(__file__)), "_common.py"))
+common = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
+_spec.loader.exec_module(common)  # type: ignore[union-attr]
 
 import argparse
-import asyncio
 import base64
 import http.client
 import json
-import platform
 import re
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import textwrap
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-INVOKE_PATH = "/2015-03-31/functions/{name}/invocations"
-DEFAULT_PAYLOAD = '{"id": 42, "kind": "bench", "tags": ["a", "b"], "ok": true}'
+INVOKE_PATH = common.INVOKE_PATH
+DEFAULT_PAYLOAD = common.DEFAULT_PAYLOAD
 
 NOOP_SOURCE = """\
 def handler(event, context):
@@ -80,151 +77,34 @@ TARGET_COLD_P50_MS = 100.0  # cold start p50 under 100 ms
 # --------------------------------------------------------------------------------------------------
 
 
-class _Conn(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection; one request at a time; Content-Length responses only."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self._buf = bytearray()
-        self._need = -1
-        self._status = 0
-        self._body_at = 0
-        self._waiter: asyncio.Future[tuple[int, bytes]] | None = None
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def data_received(self, data: bytes) -> None:
-        buf = self._buf
-        buf += data
-        if self._need < 0:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = bytes(buf[:end]).lower()
-            self._status = int(head[9:12])
-            at = head.find(b"\r\ncontent-length:")
-            if at < 0:
-                self._fail(RuntimeError("response without Content-Length"))
-                return
-            eol = head.find(b"\r\n", at + 2)
-            length = int(head[at + 17 : eol if eol >= 0 else len(head)])
-            self._body_at = end + 4
-            self._need = self._body_at + length
-        if len(buf) >= self._need:
-            body = bytes(buf[self._body_at : self._need])
-            del buf[: self._need]
-            self._need = -1
-            waiter, self._waiter = self._waiter, None
-            if waiter is not None and not waiter.done():
-                waiter.set_result((self._status, body))
-
-    def _fail(self, exc: BaseException) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(exc)
-        if self.transport is not None:
-            self.transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._fail(exc or ConnectionResetError("server closed the connection"))
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-    def request(self, data: bytes) -> asyncio.Future[tuple[int, bytes]]:
-        assert self.transport is not None
-        self._waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(data)
-        return self._waiter
-
-
-def _percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending list."""
-    if not sorted_values:
-        return float("nan")
-    rank = max(1, min(len(sorted_values), round(q / 100 * len(sorted_values) + 0.5)))
-    return sorted_values[rank - 1]
-
-
 async def _loadgen(args: argparse.Namespace) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
     payload = args.payload.encode()
     request = (
         f"POST {INVOKE_PATH.format(name=args.function)} HTTP/1.1\r\nHost: {args.host}:{args.port}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
     ).encode() + payload
     expected = json.loads(payload)
-    conns = []
-    for _ in range(args.concurrency):
-        _, conn = await loop.create_connection(_Conn, args.host, args.port)
-        conns.append(conn)
+    conns = await common.connect(args.host, args.port, args.concurrency)
     # the first answer must be the echo of the event, or we are measuring the wrong thing
     status, body = await conns[0].request(request)
     if status != 200 or json.loads(body) != expected:
         raise SystemExit(f"unexpected first response {status}: {body[:200]!r}")
-
-    async def phase(seconds: float, max_requests: int, record: bool) -> tuple[list[int], int, float]:
-        latencies: list[int] = []
-        errors = 0
-        count = 0
-        started = time.perf_counter()
-        stop_at = time.perf_counter_ns() + int(seconds * 1e9)
-
-        async def worker(conn: _Conn) -> None:
-            nonlocal errors, count
-            clock = time.perf_counter_ns
-            while count < max_requests:
-                t0 = clock()
-                if t0 >= stop_at:
-                    return
-                count += 1
-                status, _ = await conn.request(request)
-                t1 = clock()
-                if status != 200:
-                    errors += 1
-                if record:
-                    latencies.append(t1 - t0)
-
-        await asyncio.gather(*(worker(c) for c in conns))
-        return latencies, errors, time.perf_counter() - started
-
-    await phase(args.warmup, args.max_requests, record=False)
-    print("measuring", flush=True)  # the parent samples the servers' CPU between these two lines
-    cpu0 = time.process_time()
-    latencies, errors, elapsed = await phase(args.duration, args.max_requests, record=True)
-    cpu = time.process_time() - cpu0
-    print("done", flush=True)
-    for conn in conns:
-        assert conn.transport is not None
-        conn.transport.close()
-    latencies.sort()
-    ms = [v / 1e6 for v in latencies]
-    n = len(ms)
+    m = await common.measure(conns, request, warmup=args.warmup, seconds=args.duration, max_requests=args.max_requests)
+    n = len(m.ms)
     return {
         "concurrency": args.concurrency,
         "requests": n,
-        "errors": errors,
-        "seconds": round(elapsed, 3),
-        "rps": round(n / elapsed, 1),
-        "p50_ms": round(_percentile(ms, 50), 3),
-        "p90_ms": round(_percentile(ms, 90), 3),
-        "p99_ms": round(_percentile(ms, 99), 3),
-        "max_ms": round(ms[-1], 3) if ms else None,
-        "mean_ms": round(sum(ms) / n, 3) if n else None,
-        "loadgen_cpu_s": round(cpu, 3),
-        "loadgen_cpu_us_per_req": round(cpu / n * 1e6, 1) if n else None,
+        "errors": m.errors,
+        "seconds": round(m.seconds, 3),
+        "rps": round(n / m.seconds, 1),
+        **m.latency(50, 90, 99),
+        "mean_ms": round(sum(m.ms) / n, 3) if n else None,
+        **m.loadgen_cpu(),
     }
 
 
 def cmd_loadgen(args: argparse.Namespace) -> int:
-    import uvloop
-
-    result = uvloop.run(_loadgen(args))
-    print(json.dumps(result))
-    return 0
+    return common.print_json_of(_loadgen(args))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -233,14 +113,9 @@ def cmd_loadgen(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    import importlib
-
-    import uvloop
     from aiohttp import web
 
-    sys.path.insert(0, args.code)
-    module_name, _, function_name = args.handler.rpartition(".")
-    handler = getattr(importlib.import_module(module_name), function_name)
+    handler = common.load_handler(args.code, args.handler)
 
     async def invoke(request: web.Request) -> web.Response:
         # the same steps eventd's handler process takes on a payload, minus the IPC hop
@@ -249,25 +124,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
         result = handler(event, None)
         return web.Response(body=json.dumps(result).encode(), content_type="application/json")
 
-    async def readyz(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ready"})
-
-    async def main() -> None:
-        app = web.Application()
-        app.router.add_post(INVOKE_PATH, invoke)
-        app.router.add_get("/readyz", readyz)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", args.port).start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        await runner.cleanup()
-
-    uvloop.run(main())
-    return 0
+    return common.serve(args.port, [("POST", INVOKE_PATH, invoke)])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -275,198 +132,27 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def http_call(
-    port: int,
-    method: str,
-    path: str,
-    body: bytes | None = None,
-    headers: dict[str, str] | None = None,
-    timeout: float = 10.0,
-) -> tuple[int, dict[str, str], bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        response = conn.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-    finally:
-        conn.close()
-
-
-def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.01) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench: timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
-
-
-class Server:
-    def __init__(self, name: str, argv: list[str], port: int, log_path: Path) -> None:
-        self.name, self.port, self.log_path = name, port, log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
-
-    def wait_ready(self, timeout: float) -> float:
-        started = time.perf_counter()
-
-        def ready() -> bool:
-            if self.proc.poll() is not None:
-                raise SystemExit(
-                    f"bench: {self.name} exited with {self.proc.returncode} during start-up; "
-                    f"its log:\n{self.log_path.read_text(errors='replace')[-3000:]}"
-                )
-            try:
-                return http_call(self.port, "GET", "/readyz", timeout=2)[0] == 200
-            except OSError:
-                return False
-
-        wait_until(ready, timeout, f"{self.name} GET /readyz == 200", interval=0.02)
-        return time.perf_counter() - started
-
-    def stop(self, timeout: float = 15.0) -> tuple[int | None, float]:
-        started = time.perf_counter()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode, time.perf_counter() - started
-
-
-def _proc_kb(pid: int, field: str, file: str = "status") -> int:
-    try:
-        text = Path(f"/proc/{pid}/{file}").read_text()
-    except OSError:
-        return 0
-    match = re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE)
-    return int(match.group(1)) if match else 0
-
-
-def children_of(pid: int) -> list[int]:
-    kids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            kids.append(int(entry.name))
-    return kids
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of the given processes (not their waited-for children)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / ticks
-
-
-def memory(pid: int) -> dict[str, Any]:
-    kids = children_of(pid)
-
-    def mb(kb: float) -> float:
-        return round(kb / 1024, 1)
-
-    return {
-        "self_rss_mb": mb(_proc_kb(pid, "VmRSS")),
-        "self_pss_mb": mb(_proc_kb(pid, "Pss", "smaps_rollup")),
-        "children": len(kids),
-        "children_rss_mb": mb(sum(_proc_kb(k, "VmRSS") for k in kids)),
-        "children_pss_mb": mb(sum(_proc_kb(k, "Pss", "smaps_rollup") for k in kids)),
-        "total_rss_mb": mb(_proc_kb(pid, "VmRSS") + sum(_proc_kb(k, "VmRSS") for k in kids)),
-        "total_pss_mb": mb(
-            _proc_kb(pid, "Pss", "smaps_rollup") + sum(_proc_kb(k, "Pss", "smaps_rollup") for k in kids)
-        ),
-    }
-
-
-def context_switches(pid: int) -> tuple[int, int]:
-    """(voluntary, nonvoluntary) context switches of all threads of `pid` so far."""
-    text = Path(f"/proc/{pid}/status").read_text()
-    counts = [
-        re.search(rf"^{kind}_ctxt_switches:\s+(\d+)", text, re.MULTILINE)
-        for kind in ("voluntary", "nonvoluntary")
-    ]
-    return tuple(int(m.group(1)) if m else 0 for m in counts)  # type: ignore[return-value]
-
-
-def machine_cpu() -> tuple[float, float]:
-    """(user + nice + system, steal) seconds of the whole machine, from /proc/stat."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (fields[0] + fields[1] + fields[2]) / ticks, (fields[7] if len(fields) > 7 else 0) / ticks
-
-
 def run_loadgen(
     args: argparse.Namespace, port: int, function: str, concurrency: int, server_pids: list[int]
 ) -> dict[str, Any]:
     argv = [
-        sys.executable,
-        os.path.abspath(__file__),
-        "_loadgen",
-        "--port",
-        str(port),
-        "--function",
-        function,
-        "--concurrency",
-        str(concurrency),
-        "--duration",
-        str(args.duration),
-        "--warmup",
-        str(args.warmup),
-        "--max-requests",
-        str(args.max_requests),
-        "--payload",
-        args.payload,
-    ]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    watchdog = threading.Timer(args.warmup + args.duration + 60, proc.kill)
-    watchdog.start()
-    try:
-        # the loadgen prints "measuring" and "done" around its measured phase; the servers' CPU and
-        # the machine's are sampled at those moments
-        samples = []
-        for line in proc.stdout:  # type: ignore[union-attr]
-            if line.strip() in ("measuring", "done"):
-                samples.append(
-                    (
-                        time.perf_counter(),
-                        cpu_seconds(server_pids),
-                        *machine_cpu(),
-                        *context_switches(server_pids[0]),
-                        cpu_seconds(server_pids[:1]),
-                    )
-                )
-            elif line.startswith("{"):
-                result = json.loads(line)
-        err = proc.stderr.read()  # type: ignore[union-attr]
-        proc.wait()
-    finally:
-        watchdog.cancel()
-    if proc.returncode != 0 or len(samples) != 2:
-        raise SystemExit(f"bench: the load generator failed (exit {proc.returncode}):\n{err}")
+        sys.executable, os.path.abspath(__file__), "_loadgen", "--port", str(port), "--function", function,
+        "--concurrency", str(concurrency), "--duration", str(args.duration), "--warmup", str(args.warmup),
+        "--max-requests", str(args.max_requests), "--payload", args.payload,
+    ]  # fmt: skip
+
+    # the loadgen prints "measuring" and "done" around its measured phase; the servers' CPU and
+    # the machine's are sampled at those moments
+    def sample() -> tuple[float, ...]:
+        return (
+            time.perf_counter(),
+            common.cpu_seconds(server_pids),
+            *common.machine_cpu(),
+            *common.context_switches(server_pids[0]),
+            common.cpu_seconds(server_pids[:1]),
+        )
+
+    result, samples = common.run_sampled(argv, args.warmup + args.duration + 60, sample, "the load generator")
     (t0, s0, m0, st0, v0, n0, p0), (t1, s1, m1, st1, v1, n1, p1) = samples
     wall = t1 - t0
     result["server_cpu_cores"] = round((s1 - s0) / wall, 2)
@@ -489,7 +175,7 @@ def measure_cold_starts(port: int, samples: int, discard: int) -> dict[str, Any]
     payload = DEFAULT_PAYLOAD.encode()
 
     def pool_empty() -> bool:
-        status, _, body = http_call(port, "GET", "/admin/status")
+        status, _, body = common.http_call(port, "GET", "/admin/status")
         if status != 200:
             return False
         for function in json.loads(body)["functions"]:
@@ -500,7 +186,7 @@ def measure_cold_starts(port: int, samples: int, discard: int) -> dict[str, Any]
 
     latencies, inits, warm_after = [], [], []
     for i in range(samples + discard):
-        wait_until(pool_empty, 10, "the `cold` process to be reaped (GET /admin/status idle == 0)")
+        common.wait_until(pool_empty, 10, "the `cold` process to be reaped (GET /admin/status idle == 0)")
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
         conn.connect()  # the TCP connect is not part of the cold start
         t0 = time.perf_counter()
@@ -541,13 +227,13 @@ def measure_cold_starts(port: int, samples: int, discard: int) -> dict[str, Any]
     return {
         "samples": samples,
         "discarded_first": discard,
-        "invoke_p50_ms": round(_percentile(latencies, 50), 2),
-        "invoke_p99_ms": round(_percentile(latencies, 99), 2),
+        "invoke_p50_ms": round(common.percentile(latencies, 50), 2),
+        "invoke_p99_ms": round(common.percentile(latencies, 99), 2),
         "invoke_min_ms": round(latencies[0], 2),
         "invoke_max_ms": round(latencies[-1], 2),
-        "init_duration_p50_ms": round(_percentile(inits, 50), 2),
-        "init_duration_p99_ms": round(_percentile(inits, 99), 2),
-        "next_warm_invoke_p50_ms": round(_percentile(warm_after, 50), 2),
+        "init_duration_p50_ms": round(common.percentile(inits, 50), 2),
+        "init_duration_p99_ms": round(common.percentile(inits, 99), 2),
+        "next_warm_invoke_p50_ms": round(common.percentile(warm_after, 50), 2),
     }
 
 
@@ -579,60 +265,11 @@ def write_config(root: Path, port: int, warm: int, log_level: str) -> Path:
     return config
 
 
-def background_cpu(seconds: float = 2.0) -> float:
-    """Cores busy on the machine (user + nice + system) over `seconds` before anything starts."""
-    before = machine_cpu()[0]
-    time.sleep(seconds)
-    return round((machine_cpu()[0] - before) / seconds, 2)
-
-
-def machine() -> dict[str, Any]:
-    model = ""
-    try:
-        match = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
-        model = match.group(1) if match else ""
-    except OSError:
-        pass
-    import aiohttp
-    import uvloop
-
-    try:  # which eventd was measured (best effort: a checkout with git on PATH)
-        root = Path(__file__).resolve().parent.parent
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            check=False,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "eventd"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        ).stdout.strip()
-        commit = f"{commit}{'+uncommitted changes' if dirty else ''}" if commit else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        commit = "unknown"
-    return {
-        "eventd_commit": commit,
-        "nproc": os.cpu_count(),
-        "cpu": model,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "aiohttp": aiohttp.__version__,
-        "uvloop": uvloop.__version__,
-        "loadavg_before": [round(x, 2) for x in os.getloadavg()],
-        "background_cpu_cores_before": background_cpu(),
-    }
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     report: dict[str, Any] = {
-        "machine": machine(),
+        "machine": common.machine(),
         "settings": {
             "duration_s": args.duration,
             "warmup_s": args.warmup,
@@ -653,15 +290,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     with tempfile.TemporaryDirectory(prefix="eventd-bench-") as tmp:
         root = Path(tmp)
-        eventd_port, baseline_port = free_port(), free_port()
+        eventd_port, baseline_port = common.free_port(), common.free_port()
         config = write_config(root, eventd_port, args.warm, args.log_level)
-        eventd = Server(
-            "eventd",
-            [sys.executable, "-m", "eventd", "run", "-c", str(config)],
-            eventd_port,
-            root / "eventd.log",
-        )
-        baseline = Server(
+        eventd = common.eventd_server("eventd", config, eventd_port, root / "eventd.log")
+        baseline = common.Server(
             "baseline",
             [
                 sys.executable,
@@ -683,8 +315,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             baseline.wait_ready(30)
             report["eventd_ready_s"] = round(ready_s, 3)
             report["memory_idle_after_start"] = {
-                "eventd": memory(eventd.proc.pid),
-                "baseline": memory(baseline.proc.pid),
+                "eventd": common.memory(eventd.proc.pid),
+                "baseline": common.memory(baseline.proc.pid),
             }
             # rounds alternate baseline and eventd at each level so background load hits both alike;
             # the round with the median throughput is reported (all rounds are in the JSON)
@@ -692,7 +324,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             for r in range(args.rounds):
                 for c in concurrencies:
                     for name, server in (("baseline", baseline), ("eventd", eventd)):
-                        pids = [server.proc.pid, *children_of(server.proc.pid)]
+                        pids = [server.proc.pid, *common.children_of(server.proc.pid)]
                         res = run_loadgen(args, server.port, "noop", c, pids)
                         rounds[name].setdefault(str(c), []).append(res)
                         print(
@@ -711,8 +343,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             }
             report["throughput"] = results
             report["memory_idle_after_load"] = {
-                "eventd": memory(eventd.proc.pid),
-                "baseline": memory(baseline.proc.pid),
+                "eventd": common.memory(eventd.proc.pid),
+                "baseline": common.memory(baseline.proc.pid),
             }
             report["cold_start"] = measure_cold_starts(eventd_port, args.cold_samples, discard=2)
         finally:
@@ -726,14 +358,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     target = Path(args.keep_logs) / f"{server.name}.log"
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(server.log_path.read_bytes())
-    report["machine"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
-    report["run_seconds"] = round(time.perf_counter() - started, 1)
-    report["targets"] = targets(report)
-    print_report(report)
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
-    return 0
+    return common.finish_report(report, started, args, targets, print_report)
 
 
 def targets(report: dict[str, Any]) -> list[dict[str, Any]]:

@@ -44,21 +44,24 @@ watch (GET /admin/queues counts every row of the queue per call). At the end of 
 throttled, then retried) batches; Huey's log must show every task executed.
 """
 
-# ruff: noqa: E402 - the imports below come after the sys.path fix, on purpose
+# ruff: noqa: E402 - the imports below come after _common.py is loaded, on purpose
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 
 # This file is bench/queue.py and `python bench/queue.py` puts bench/ first on sys.path, where it (and
 # any other bench/*.py) would shadow the standard library's module of the same name (`queue`, used by
-# logging, concurrent.futures, ...) in this process. Drop that entry before importing anything else.
-_HERE = os.path.dirname(os.path.realpath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != _HERE]
+# logging, concurrent.futures, ...). bench/ is not a package: load _common.py by its path (loading it
+# takes bench/ off sys.path) before importing anything else.
+_spec = importlib.util.spec_from_file_location(
+    "_bench_common", os.path.join(os.path.dirname(os.path.realpath(__file__)), "_common.py"))
+common = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
+_spec.loader.exec_module(common)  # type: ignore[union-attr]
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import re
 import signal
@@ -68,7 +71,6 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 NOOP_SOURCE = """\
@@ -96,22 +98,6 @@ TARGET_DRAIN_RATIO = 5.0  # eventd drain rate >= 5x Huey's at batch size 10
 TARGET_END_TO_END = 20_000.0  # records/s end to end at batch size 10
 
 
-def _invoke_bench() -> ModuleType:
-    """bench/invoke.py, for its process, HTTP and /proc helpers (bench is not a package)."""
-    name = "_eventd_bench_invoke"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().with_name("invoke.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-inv = _invoke_bench()
-
-
 # --------------------------------------------------------------------------------------------------
 # messages, probes, samples
 # --------------------------------------------------------------------------------------------------
@@ -129,7 +115,7 @@ def make_bodies(count: int, size: int) -> list[str]:
 
 def connect_ro(path: Path, timeout: float = 30.0) -> sqlite3.Connection:
     """A read-only connection to another process's WAL database (it must exist)."""
-    inv.wait_until(path.exists, timeout, f"{path} to exist")
+    common.wait_until(path.exists, timeout, f"{path} to exist")
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout=5000")
     return conn
@@ -140,8 +126,8 @@ class Sample:
 
     def __init__(self, pids: list[int]) -> None:
         self.wall = time.time()
-        self.cpu = inv.cpu_seconds(pids)
-        self.machine, _ = inv.machine_cpu()
+        self.cpu = common.cpu_seconds(pids)
+        self.machine, _ = common.machine_cpu()
         self.bench = time.process_time()
 
 
@@ -160,13 +146,13 @@ def cpu_between(a: Sample, b: Sample, seconds: float) -> dict[str, float]:
 
 def process_tree(pid: int) -> list[int]:
     pids = [pid]
-    for kid in inv.children_of(pid):
+    for kid in common.children_of(pid):
         pids.extend(process_tree(kid))
     return pids
 
 
 def poll(predicate: Any, timeout: float, what: str, interval: float) -> Any:
-    return inv.wait_until(predicate, timeout, what, interval=interval)
+    return common.wait_until(predicate, timeout, what, interval=interval)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -209,12 +195,7 @@ class Eventd:
 
     def spawn(self) -> Any:
         self.starts += 1
-        self.server = inv.Server(
-            "eventd",
-            [sys.executable, "-m", "eventd", "run", "-c", str(self.config)],
-            self.port,
-            self.root / f"eventd-{self.starts}.log",
-        )
+        self.server = common.eventd_server("eventd", self.config, self.port, self.root / f"eventd-{self.starts}.log")
         return self.server
 
     def stop(self) -> None:
@@ -320,37 +301,6 @@ def stream_requests(bodies: list[str], keys: int) -> list[bytes]:
     ]
 
 
-class Profiler:
-    """py-spy record on a process and its children, while a drain runs (--profile DIR)."""
-
-    def __init__(self, directory: str | None, name: str, idle: bool = False) -> None:
-        self.directory, self.name, self.proc, self.idle = directory, name, None, idle
-        self._log: Any = None
-
-    def start(self, pid: int) -> None:
-        if not self.directory:
-            return
-        Path(self.directory).mkdir(parents=True, exist_ok=True)
-        out = Path(self.directory) / f"{self.name}.txt"
-        self._log = open(Path(self.directory) / f"{self.name}.py-spy.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            ["py-spy", "record", "--pid", str(pid), "--subprocesses", "--nonblocking", "-r", "250",
-             "-f", "raw", "-o", str(out), *(["--idle"] if self.idle else [])],
-            stdout=subprocess.DEVNULL, stderr=self._log,
-        )
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
-            self._log.close()
-
-
 def run_eventd_queue(args: argparse.Namespace, bodies: list[str], batch_size: int, durability: str,
                      route_cap: int | None, live: bool = True) -> dict[str, Any]:
     n = len(bodies)
@@ -358,7 +308,7 @@ def run_eventd_queue(args: argparse.Namespace, bodies: list[str], batch_size: in
     interval = args.poll_ms / 1000
     with tempfile.TemporaryDirectory(prefix="eventd-bench-queue-") as tmp:
         root = Path(tmp)
-        port = inv.free_port()
+        port = common.free_port()
         route: dict[str, Any] = {"queue": "q", "function": "noop", "batch_size": batch_size}
         if route_cap:
             route["max_concurrency"] = route_cap
@@ -386,7 +336,7 @@ def run_eventd_queue(args: argparse.Namespace, bodies: list[str], batch_size: in
             first_seq = db.execute(oldest_q).fetchone()[0]
             daemon.set_enabled(True)
             server = daemon.spawn()
-            profiler = Profiler(args.profile, f"eventd-queue-b{batch_size}-{durability}", args.profile_idle)
+            profiler = common.Profiler(args.profile, f"eventd-queue-b{batch_size}-{durability}", args.profile_idle)
             if args.profile:
                 poll(lambda: _healthy(port), 60, "eventd GET /healthz", 0.005)
                 profiler.start(server.proc.pid)
@@ -472,7 +422,7 @@ def run_eventd_stream(args: argparse.Namespace, bodies: list[str]) -> dict[str, 
     batch_size = args.stream_batch_size
     with tempfile.TemporaryDirectory(prefix="eventd-bench-stream-") as tmp:
         root = Path(tmp)
-        port = inv.free_port()
+        port = common.free_port()
         route = {"stream": "s", "function": "noop", "batch_size": batch_size,
                  "starting_position": "trim_horizon", "enabled": "false"}
         config = eventd_config(root, port, args, route, f"streams:\n  s: {{shards: {args.shards}}}\n", args.durability)
@@ -495,7 +445,7 @@ def run_eventd_stream(args: argparse.Namespace, bodies: list[str]) -> dict[str, 
             checkpoints_q = "SELECT count(*), coalesce(sum(seq), 0) FROM checkpoints WHERE mapping = 's->noop'"
             daemon.set_enabled(True)
             server = daemon.spawn()
-            profiler = Profiler(args.profile, "eventd-stream", args.profile_idle)
+            profiler = common.Profiler(args.profile, "eventd-stream", args.profile_idle)
             if args.profile:
                 poll(lambda: _healthy(port), 60, "eventd GET /healthz", 0.005)
                 profiler.start(server.proc.pid)
@@ -556,14 +506,14 @@ def run_eventd_stream(args: argparse.Namespace, bodies: list[str]) -> dict[str, 
 
 def _healthy(port: int) -> bool:
     try:
-        return inv.http_call(port, "GET", "/healthz", timeout=2)[0] == 200
+        return common.http_call(port, "GET", "/healthz", timeout=2)[0] == 200
     except OSError:
         return False
 
 
 def get(port: int, path: str, timeout: float = 60.0) -> tuple[int, dict[str, str], bytes]:
     try:
-        return inv.http_call(port, "GET", path, timeout=timeout)  # type: ignore[no-any-return]
+        return common.http_call(port, "GET", path, timeout=timeout)  # type: ignore[no-any-return]
     except TimeoutError:
         raise SystemExit(f"bench: GET {path} got no answer from eventd within {timeout:.0f} s") from None
 
@@ -618,7 +568,7 @@ class HueyConsumer:
                                  f"{self.log_path.read_text(errors='replace')[-3000:]}")
             return "Huey consumer started" in self.log_path.read_text(errors="replace")
 
-        inv.wait_until(started, timeout, "huey_consumer to start", interval=0.005)
+        common.wait_until(started, timeout, "huey_consumer to start", interval=0.005)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -672,7 +622,7 @@ def run_huey(args: argparse.Namespace, bodies: list[str]) -> dict[str, Any]:
             empty_q = "SELECT 1 FROM task LIMIT 1"
             consumer = HueyConsumer(root, args, env, 1)
             consumers.append(consumer)
-            profiler = Profiler(args.profile, "huey", args.profile_idle)
+            profiler = common.Profiler(args.profile, "huey", args.profile_idle)
             if args.profile:
                 consumer.wait_started(30)
                 profiler.start(consumer.proc.pid)
@@ -738,7 +688,7 @@ def run_huey(args: argparse.Namespace, bodies: list[str]) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    info = inv.machine()  # includes a 2 s sample of background CPU
+    info = common.machine()  # includes a 2 s sample of background CPU
     import huey
 
     info["huey"] = huey.__version__
@@ -908,14 +858,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         report["eventd_stream"] = r
         print(f"  eventd stream: enqueue {r['preloaded']['enqueue_rps']:.0f}/s, drain "
               f"{r['preloaded']['drain_rps']:.0f}/s, live {r['live']['end_to_end_rps']:.0f}/s", flush=True)
-    report["machine"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
-    report["run_seconds"] = round(time.perf_counter() - started, 1)
-    report["targets"] = targets(report)
-    print_report(report)
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
-    return 0
+    return common.finish_report(report, started, args, targets, print_report)
 
 
 def _parser() -> argparse.ArgumentParser:
