@@ -122,13 +122,24 @@ def _check_valid_functions(
     return problems
 
 
+class _Problems(list[ConfigProblem]):
+    """Problems found by the cross-checks, each pinned to the line of the key an operator would edit."""
+
+    def __init__(self, loaded: LoadedYaml, file: str) -> None:
+        super().__init__()
+        self._loaded = loaded
+        self._file = file
+
+    def add(self, path: tuple[str | int, ...], message: str) -> None:
+        self.append(ConfigProblem(self._file, self._loaded.line_of(path, key=True), dotted(path), message))
+
+
 def _check_function(name: str, spec: FunctionSpec, loaded: LoadedYaml, file: str) -> list[ConfigProblem]:
     """Checks of one function that span several of its keys or look outside the file."""
-    problems: list[ConfigProblem] = []
+    problems = _Problems(loaded, file)
 
     def problem(key: str, message: str) -> None:
-        path = ("functions", name, key)
-        problems.append(ConfigProblem(file, loaded.line_of(path, key=True), dotted(path), message))
+        problems.add(("functions", name, key), message)
 
     if spec.code is not None and not spec.code.is_dir():
         problem("code", f"expected an existing folder, found no folder at {spec.code}")
@@ -139,10 +150,8 @@ def _check_function(name: str, spec: FunctionSpec, loaded: LoadedYaml, file: str
 
 def _cross_check(config: Config, loaded: LoadedYaml, file: str) -> list[ConfigProblem]:
     """Checks that span several keys, each pinned to the key an operator would edit."""
-    problems: list[ConfigProblem] = []
-
-    def problem(path: tuple[str | int, ...], message: str) -> None:
-        problems.append(ConfigProblem(file, loaded.line_of(path, key=True), dotted(path), message))
+    problems = _Problems(loaded, file)
+    problem = problems.add
 
     for name, spec in config.functions.items():
         problems.extend(_check_function(name, spec, loaded, file))
@@ -192,10 +201,8 @@ def _cross_check(config: Config, loaded: LoadedYaml, file: str) -> list[ConfigPr
 
 
 def _check_routes(config: Config, loaded: LoadedYaml, file: str) -> list[ConfigProblem]:
-    problems: list[ConfigProblem] = []
-
-    def problem(path: tuple[str | int, ...], message: str) -> None:
-        problems.append(ConfigProblem(file, loaded.line_of(path, key=True), dotted(path), message))
+    problems = _Problems(loaded, file)
+    problem = problems.add
 
     names: dict[str, int] = {}
     for index, route in enumerate(config.routes):
