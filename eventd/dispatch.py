@@ -35,8 +35,6 @@ class Dispatcher:
         self._unreserved_limit = config.unreserved_concurrency()
         self._unreserved_in_use = 0
         self._in_use: dict[str, int] = dict.fromkeys(config.functions, 0)
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._capacity_waiters: list[asyncio.Future[None]] = []
         self.max_concurrency = config.max_concurrency
 
@@ -52,7 +50,6 @@ class Dispatcher:
         else:
             self._unreserved_in_use += 1
         self._in_use[function] = in_use + 1
-        self._idle.clear()
 
     def acquire_up_to(self, function: str, count: int) -> int:
         """Take as many slots as are free, at most `count`, without throttling. Pollers reserve slots
@@ -67,8 +64,6 @@ class Dispatcher:
         self._in_use[function] -= 1
         if function not in self._reserved:
             self._unreserved_in_use -= 1
-        if not any(self._in_use.values()):
-            self._idle.set()
         if self._capacity_waiters:
             waiters, self._capacity_waiters = self._capacity_waiters, []
             for waiter in waiters:
@@ -98,11 +93,3 @@ class Dispatcher:
     @property
     def total_in_use(self) -> int:
         return sum(self._in_use.values())
-
-    async def wait_idle(self, timeout: float) -> bool:
-        """Wait until no invocation is running; False if `timeout` passed first."""
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True

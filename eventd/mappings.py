@@ -29,7 +29,7 @@ from eventd.metrics import Metrics
 from eventd.patterns import Filter, compile_filters
 from eventd.retry import THROTTLE_BACKOFF, Backoff
 from eventd.runtimes.pool import function_arn
-from eventd.store.engine import Operation
+from eventd.store.engine import Operation, all_of
 from eventd.store.queues import Message, QueueStore, Redrive, op_delete, op_delete_many, op_return_uncounted
 from eventd.store.streams import StreamRecord, StreamStore, op_checkpoint, sequence_number, shard_id
 
@@ -454,7 +454,7 @@ class StreamMapping(_Worker):
             record = self._failure_record(shard, part, condition, result, invokes, now)
             ops += destination_ops(destination, route.function, condition, record, now,
                                    outbox=mapping_outbox(self.name))
-        await self._streams.store.write(_all(ops))
+        await self._streams.store.write(all_of(ops))
         if destination is not None and destination.queue is not None:
             self._queues_notify(destination.queue)
         self._metrics.mapping_discarded.labels(self.name, condition,
@@ -502,9 +502,3 @@ class StreamMapping(_Worker):
         })
         return orjson.dumps(record)
 
-
-def _all(ops: list[Operation[Any]]) -> Operation[list[Any]]:
-    def run(conn: Any) -> list[Any]:
-        return [op(conn) for op in ops]
-
-    return run

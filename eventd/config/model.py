@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from eventd.retry import Backoff
+from eventd.retry import FUNCTION_ERROR_BACKOFF, THROTTLE_BACKOFF, Backoff
 from eventd.units import DURATION_HINT, format_duration, parse_duration
 
 #: The Lambda limits eventd copies (lambda-semantics.md §8.4).
@@ -125,6 +125,10 @@ class BackoffSpec(_Strict):
             raise ValueError(f"expected max ({self.max:g}s) to be at least initial ({self.initial:g}s)")
         return self
 
+    @classmethod
+    def of(cls, policy: Backoff) -> BackoffSpec:
+        return cls(initial=policy.initial, max=policy.maximum, multiplier=policy.multiplier, jitter=policy.jitter)
+
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds before retry number `attempt` (see eventd.retry.Backoff)."""
         return Backoff(self.initial, max(self.max, self.initial), self.multiplier, self.jitter).delay(attempt, rng)
@@ -168,11 +172,11 @@ class AsyncSpec(_Strict):
     max_retries: int = Field(default=2, ge=0, le=100, description="retries after function errors (Lambda: 0-2)")
     max_event_age: Duration = Field(default=21600.0, description="events older than this are not run (60s-6h)")
     retry_backoff: BackoffSpec = Field(
-        default_factory=lambda: BackoffSpec(initial=60.0, max=300.0),
+        default_factory=lambda: BackoffSpec.of(FUNCTION_ERROR_BACKOFF),
         description="waits between attempts after function errors (Lambda: 1 minute, then 2)",
     )
     throttle_backoff: BackoffSpec = Field(
-        default_factory=lambda: BackoffSpec(initial=1.0, max=300.0),
+        default_factory=lambda: BackoffSpec.of(THROTTLE_BACKOFF),
         description="waits between attempts that were throttled (Lambda: 1 second growing to 5 minutes)",
     )
     on_success: DestinationSpec | None = None

@@ -23,7 +23,15 @@ from eventd.asyncq import MAX_ASYNC_PAYLOAD, AsyncInvocations
 from eventd.config.model import CorsSpec, HttpRouteSpec
 from eventd.dispatch import Throttled
 from eventd.errors import EventdError
-from eventd.httpevents import CompiledPath, InvalidResponse, build_event, build_response, compile_template
+from eventd.httpevents import (
+    InvalidResponse,
+    RouteTemplate,
+    build_event,
+    build_response,
+    compile_template,
+    route_key,
+    select_route,
+)
 from eventd.invoke import Invoker
 from eventd.metrics import Metrics
 
@@ -38,13 +46,8 @@ class RouteSecretError(EventdError):
 class _Route:
     spec: HttpRouteSpec
     name: str
-    path: CompiledPath
-    methods: frozenset[str] | None
+    template: RouteTemplate
     secret: bytes | None
-
-    @property
-    def route_key(self) -> str:
-        return self.name
 
 
 def _message(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -61,11 +64,11 @@ class HttpSource:
         self._metrics = metrics
         self._drain_timeout = drain_timeout
         self._routes = [
-            _Route(spec, name, compile_template(spec.http.path), spec.http.methods(), _secret(spec, name))
+            _Route(spec, name, RouteTemplate(spec.http.methods(), spec.http.path), _secret(spec, name))
             for name, spec in routes
         ]
-        # most specific first: literal segments beat {params}, which beat {greedy+}
-        self._routes.sort(key=lambda r: (r.path.specificity, r.methods is None))
+        self._templates = [route.template for route in self._routes]
+        self._by_template = {id(route.template): route for route in self._routes}
         self.routes = [r.name for r in self._routes]
         self._runner: web.AppRunner | None = None
         # metric children, looked up once per label set rather than per request
@@ -105,20 +108,18 @@ class HttpSource:
         # match on the path as sent: an encoded %2F stays inside its segment, as API Gateway has it
         path = request.raw_path.partition("?")[0]
         method = request.method.upper()
-        matched: list[tuple[_Route, dict[str, str]]] = []
-        for route in self._routes:
-            params = route.path.match(path)
-            if params is not None:
-                matched.append((route, params))
-        if not matched:
+        # API Gateway's priority (most specific template, then a named method over ANY) lives in one place
+        found = select_route(self._templates, method, path)
+        if found is not None:
+            template, params = found
+            return self._by_template[id(template)], await self._serve(self._by_template[id(template)], params, request)
+        on_path = [r for r in self._routes if compile_template(r.template.path).match(path) is not None]
+        if not on_path:
             return None, _message(404, "Not Found")
-        for route, params in matched:
-            if route.methods is None or method in route.methods:
-                return route, await self._serve(route, params, request)
-        route = matched[0][0]
+        route = on_path[0]
         if method == "OPTIONS" and route.spec.cors is not None:
             return route, _preflight(route.spec.cors, request)
-        allowed = sorted({m for r, _ in matched for m in (r.methods or ())})
+        allowed = sorted({m for r in on_path for m in (r.template.method_set or ())})
         return route, _message(405, "Method Not Allowed", {"Allow": ", ".join(allowed)})
 
     async def _serve(self, route: _Route, params: dict[str, str], request: web.Request) -> web.StreamResponse:
@@ -138,7 +139,7 @@ class HttpSource:
         request_id = self._invoker.new_request_id()
         raw_path, _, raw_query = request.raw_path.partition("?")  # as sent: aiohttp's query_string is decoded
         event = build_event(
-            route_key=f"{request.method.upper() if route.methods else 'ANY'} {spec.http.path}",
+            route_key=route_key(route.template, request.method),
             method=request.method, raw_path=raw_path, raw_query=raw_query,
             headers=list(request.headers.items()), body=body, path_parameters=params,
             source_ip=request.remote or "", request_id=request_id, domain_name=request.host,

@@ -41,6 +41,15 @@ class _Pending:
     future: asyncio.Future[Any]
 
 
+def all_of(ops: list[Operation[Any]]) -> Operation[list[Any]]:
+    """One operation that runs `ops` in order: written as one, they commit or fail together."""
+
+    def run(conn: sqlite3.Connection) -> list[Any]:
+        return [op(conn) for op in ops]
+
+    return run
+
+
 class StoreClosed(RuntimeError):
     pass
 

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from eventd.ids import message_ids
-from eventd.store.engine import Operation, Store
+from eventd.store.engine import Operation, Store, all_of
 
 
 @dataclass(frozen=True)
@@ -400,11 +400,7 @@ class QueueStore:
 
     async def transact(self, *ops: Operation[Any]) -> list[Any]:
         """Run several operations as one transaction (all or nothing)."""
-
-        def run(conn: sqlite3.Connection) -> list[Any]:
-            return [op(conn) for op in ops]
-
-        return await self.store.write(run)
+        return await self.store.write(all_of(list(ops)))
 
     async def purge(self, queue: str) -> int:
         return await self.store.write(op_purge(queue))

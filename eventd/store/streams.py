@@ -141,23 +141,6 @@ def op_trim(stream: str, older_than: float) -> Operation[int]:
     return run
 
 
-def read_shard_stats(stream: str) -> Operation[dict[int, tuple[int, int, float | None]]]:
-    """Per shard: (records kept, last sequence number, oldest arrival)."""
-
-    def run(conn: sqlite3.Connection) -> dict[int, tuple[int, int, float | None]]:
-        rows = conn.execute(
-            "SELECT s.shard,"
-            " (SELECT count(*) FROM stream_records r WHERE r.stream = s.stream AND r.shard = s.shard),"
-            " s.next_seq - 1,"
-            " (SELECT min(arrival) FROM stream_records r WHERE r.stream = s.stream AND r.shard = s.shard)"
-            " FROM stream_shards s WHERE s.stream = ?",
-            (stream,),
-        ).fetchall()
-        return {shard: (count, last, oldest) for shard, count, last, oldest in rows}
-
-    return run
-
-
 class StreamStore:
     """The async interface to streams, beside QueueStore; narrow enough for another engine to implement."""
 
@@ -183,6 +166,3 @@ class StreamStore:
 
     async def trim(self, stream: str, older_than: float) -> int:
         return await self.store.write(op_trim(stream, older_than))
-
-    async def shard_stats(self, stream: str) -> dict[int, tuple[int, int, float | None]]:
-        return await self.store.read(read_shard_stats(stream))
