@@ -68,6 +68,19 @@ Duration = Annotated[
 ]
 
 
+def _within(message: str, low: float | None = None, high: float | None = None,
+            above: float | None = None) -> AfterValidator:
+    """A range check for a Duration field, declared on the field: the one way ranges are written."""
+
+    def check(value: float) -> float:
+        if (low is not None and value < low) or (high is not None and value > high) or (
+                above is not None and value <= above):
+            raise ValueError(message)
+        return value
+
+    return AfterValidator(check)
+
+
 def _env_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -170,7 +183,9 @@ class AsyncSpec(_Strict):
     FunctionEventInvokeConfig and DeadLetterConfig)."""
 
     max_retries: int = Field(default=2, ge=0, le=100, description="retries after function errors (Lambda: 0-2)")
-    max_event_age: Duration = Field(default=21600.0, description="events older than this are not run (60s-6h)")
+    max_event_age: Annotated[Duration, _within("expected a max_event_age from 60s to 6h, as Lambda allows",
+                                               60.0, 21600.0)] = Field(
+        default=21600.0, description="events older than this are not run (60s-6h)")
     retry_backoff: BackoffSpec = Field(
         default_factory=lambda: BackoffSpec.of(FUNCTION_ERROR_BACKOFF),
         description="waits between attempts after function errors (Lambda: 1 minute, then 2)",
@@ -183,22 +198,20 @@ class AsyncSpec(_Strict):
     on_failure: DestinationSpec | None = None
     dead_letter: str | None = Field(default=None, description="queue that receives failed events, unchanged")
 
-    @field_validator("max_event_age")
-    @classmethod
-    def _check_age(cls, value: float) -> float:
-        if not 60.0 <= value <= 21600.0:
-            raise ValueError("expected a max_event_age from 60s to 6h, as Lambda allows")
-        return value
 
 
 class QueueSpec(_Strict):
     """An embedded durable queue (SQS semantics)."""
 
-    visibility_timeout: Duration = Field(
+    visibility_timeout: Annotated[Duration, _within("expected a visibility_timeout of at most 12h, as SQS allows",
+                                                    high=43200.0)] = Field(
         default=30.0, description="how long a received message stays hidden before it can be received again"
     )
-    retention: Duration = Field(default=345600.0, description="messages older than this are deleted (SQS: 1m-14d)")
-    delay: Duration = Field(default=0.0, description="every message becomes visible this long after it is sent")
+    retention: Annotated[Duration, _within("expected a retention from 1m to 14d, as SQS allows",
+                                           60.0, 1209600.0)] = Field(
+        default=345600.0, description="messages older than this are deleted (SQS: 1m-14d)")
+    delay: Annotated[Duration, _within("expected a delay of at most 15m, as SQS allows", high=900.0)] = Field(
+        default=0.0, description="every message becomes visible this long after it is sent")
     max_message_size: int = Field(default=1024 * 1024, ge=1, le=1024 * 1024, description="largest body, bytes")
     dead_letter: str | None = Field(default=None, description="queue that receives messages received too often")
     max_receive_count: int = Field(
@@ -210,40 +223,17 @@ class QueueSpec(_Strict):
     )
     deduplication_window: Duration = Field(default=300.0, description="FIFO: how long a deduplication id is kept")
 
-    @field_validator("visibility_timeout")
-    @classmethod
-    def _check_visibility(cls, value: float) -> float:
-        if value > 43200:
-            raise ValueError("expected a visibility_timeout of at most 12h, as SQS allows")
-        return value
 
-    @field_validator("retention")
-    @classmethod
-    def _check_retention(cls, value: float) -> float:
-        if not 60.0 <= value <= 1209600.0:
-            raise ValueError("expected a retention from 1m to 14d, as SQS allows")
-        return value
 
-    @field_validator("delay")
-    @classmethod
-    def _check_delay(cls, value: float) -> float:
-        if value > 900:
-            raise ValueError("expected a delay of at most 15m, as SQS allows")
-        return value
 
 
 class StreamSpec(_Strict):
     """An embedded durable stream (Kinesis semantics): records ordered per shard, kept for `retention`."""
 
     shards: int = Field(default=1, ge=1, le=256, description="records are spread over shards by partition key")
-    retention: Duration = Field(default=86400.0, description="records older than this are trimmed (Kinesis: 24h-365d)")
+    retention: Annotated[Duration, _within("expected a retention from 1h to 365d", 3600.0, 365 * 86400.0)] = Field(
+        default=86400.0, description="records older than this are trimmed (Kinesis: 24h-365d)")
 
-    @field_validator("retention")
-    @classmethod
-    def _check_retention(cls, value: float) -> float:
-        if not 3600.0 <= value <= 365 * 86400.0:
-            raise ValueError("expected a retention from 1h to 365d")
-        return value
 
 
 Pattern = dict[str, Any] | str
@@ -254,7 +244,9 @@ class _MappingBase(_Strict):
     name: str | None = Field(
         default=None, description="names the mapping in metrics and status (default: source->function)"
     )
-    batching_window: Duration = Field(default=0.0, description="wait this long for a fuller batch (0-300s)")
+    batching_window: Annotated[Duration, _within("expected a batching_window of at most 300s, as Lambda allows",
+                                                 high=300.0)] = Field(
+        default=0.0, description="wait this long for a fuller batch (0-300s)")
     max_batch_bytes: int = Field(default=6 * 1024 * 1024, ge=1, le=6 * 1024 * 1024,
                                  description="a batch is flushed before its records reach this many bytes")
     filters: list[Pattern] = Field(default_factory=list, max_length=10,
@@ -262,12 +254,6 @@ class _MappingBase(_Strict):
     report_batch_item_failures: bool = Field(default=False, description="honour `batchItemFailures` responses")
     enabled: bool = True
 
-    @field_validator("batching_window")
-    @classmethod
-    def _check_window(cls, value: float) -> float:
-        if value > 300:
-            raise ValueError("expected a batching_window of at most 300s, as Lambda allows")
-        return value
 
     @field_validator("filters")
     @classmethod
@@ -300,17 +286,12 @@ class StreamRouteSpec(_MappingBase):
                                         description="batches per shard at once; order is kept per partition key")
     bisect_batch_on_function_error: bool = False
     max_retry_attempts: int = Field(default=-1, ge=-1, le=10000, description="-1: retry until the records expire")
-    max_record_age: Duration | None = Field(default=None, description="records older than this are not retried "
-                                                                       "(60s-7d; unset: until they expire)")
+    max_record_age: Annotated[Duration, _within("expected a max_record_age from 60s to 7d, as Lambda allows",
+                                                60.0, 604800.0)] | None = Field(
+        default=None, description="records older than this are not retried (60s-7d; unset: until they expire)")
     on_failure: DestinationSpec | None = Field(default=None, description="receives a record pointing at a "
                                                                           "discarded batch")
 
-    @field_validator("max_record_age")
-    @classmethod
-    def _check_age(cls, value: float | None) -> float | None:
-        if value is not None and not 60.0 <= value <= 604800.0:
-            raise ValueError("expected a max_record_age from 60s to 7d, as Lambda allows")
-        return value
 
     @model_validator(mode="after")
     def _check_timestamp(self) -> StreamRouteSpec:
@@ -404,14 +385,9 @@ class FilesSourceSpec(_Strict):
                                                       "unchanged this long")
     mode: str = Field(default="auto", pattern="^(auto|inotify|poll)$",
                       description="inotify, poll (for NFS and some container mounts), or auto")
-    poll_interval: Duration = Field(default=1.0, description="how often poll mode scans (10ms or more)")
+    poll_interval: Annotated[Duration, _within("expected a poll_interval of at least 10ms", low=0.01)] = Field(
+        default=1.0, description="how often poll mode scans (10ms or more)")
 
-    @field_validator("poll_interval")
-    @classmethod
-    def _check_poll(cls, value: float) -> float:
-        if value < 0.01:
-            raise ValueError("expected a poll_interval of at least 10ms")
-        return value
 
     @field_validator("events")
     @classmethod
@@ -509,7 +485,9 @@ class FunctionSpec(_Strict):
     code: Path | None = Field(
         default=None, description="folder put first on the import path; relative to the config file"
     )
-    timeout: Duration = Field(default=3.0, description="longest one invocation may run (Lambda: 1s-900s)")
+    timeout: Annotated[Duration, _within("expected a timeout above 0 and at most 15m", high=MAX_TIMEOUT_S,
+                                         above=0.0)] = Field(
+        default=3.0, description="longest one invocation may run (Lambda: 1s-900s)")
     memory_mb: int = Field(
         default=128, ge=MIN_MEMORY_MB, le=MAX_MEMORY_MB, description="memory limit of each process, MB"
     )
@@ -532,12 +510,6 @@ class FunctionSpec(_Strict):
             raise ValueError("expected `module.function` (like `hello.handler` or `pkg.mod.handler`)")
         return value
 
-    @field_validator("timeout")
-    @classmethod
-    def _check_timeout(cls, value: float) -> float:
-        if not 0 < value <= MAX_TIMEOUT_S:
-            raise ValueError("expected a timeout above 0 and at most 15m")
-        return value
 
 
 
