@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from eventd.config.loader import LoadedYaml, dotted, load_yaml
 from eventd.config.model import (
     Config,
+    DestinationSpec,
     FilesRouteSpec,
     FunctionSpec,
     HttpRouteSpec,
@@ -157,19 +158,8 @@ def _cross_check(config: Config, loaded: LoadedYaml, file: str) -> list[ConfigPr
         problems.extend(_check_function(name, spec, loaded, file))
     for name, spec in config.functions.items():
         for key in ("on_success", "on_failure"):
-            destination = getattr(spec.async_, key)
-            path = ("functions", name, "async", key)
-            if destination is None:
-                continue
-            if destination.function is not None:
-                if destination.function == name:
-                    problem((*path, "function"), "a function cannot be its own destination (as in Lambda)")
-                elif destination.function not in config.functions:
-                    problem((*path, "function"), f"expected one of the functions, found {destination.function!r}"
-                            + _suggest(destination.function, config.functions))
-            if destination.queue is not None and destination.queue not in config.queues:
-                problem((*path, "queue"), f"expected one of the queues, found {destination.queue!r}"
-                        + _suggest(destination.queue, config.queues))
+            _check_destination(problems, ("functions", name, "async", key), getattr(spec.async_, key), config,
+                               owner=name)
         dead_letter = spec.async_.dead_letter
         if dead_letter is not None and dead_letter not in config.queues:
             problem(("functions", name, "async", "dead_letter"),
@@ -232,14 +222,7 @@ def _check_routes(config: Config, loaded: LoadedYaml, file: str) -> list[ConfigP
             if route.stream not in config.streams:
                 problem((*path, "stream"), f"expected one of the streams, found {route.stream!r}"
                         + _suggest(route.stream, config.streams))
-            destination = route.on_failure
-            if destination is not None:
-                if destination.function is not None and destination.function not in config.functions:
-                    problem((*path, "on_failure", "function"), f"expected one of the functions, found "
-                            f"{destination.function!r}" + _suggest(destination.function, config.functions))
-                if destination.queue is not None and destination.queue not in config.queues:
-                    problem((*path, "on_failure", "queue"), f"expected one of the queues, found "
-                            f"{destination.queue!r}" + _suggest(destination.queue, config.queues))
+            _check_destination(problems, (*path, "on_failure"), route.on_failure, config)
         elif isinstance(route, FilesRouteSpec) and not route.files.path.is_dir():
             problem((*path, "files", "path"), f"expected an existing folder, found no folder at {route.files.path}")
         name = mapping_name(route, index)
@@ -247,6 +230,22 @@ def _check_routes(config: Config, loaded: LoadedYaml, file: str) -> list[ConfigP
             problem((*path, "name"), f"two routes are both named {name!r} (routes[{names[name]}]); give one a `name`")
         names[name] = index
     return problems
+
+
+def _check_destination(problems: _Problems, path: tuple[str | int, ...], destination: DestinationSpec | None,
+                       config: Config, owner: str | None = None) -> None:
+    """A destination names a function or queue that exists, and a function is never its own."""
+    if destination is None:
+        return
+    if destination.function is not None:
+        if destination.function == owner:
+            problems.add((*path, "function"), "a function cannot be its own destination (as in Lambda)")
+        elif destination.function not in config.functions:
+            problems.add((*path, "function"), f"expected one of the functions, found {destination.function!r}"
+                         + _suggest(destination.function, config.functions))
+    if destination.queue is not None and destination.queue not in config.queues:
+        problems.add((*path, "queue"), f"expected one of the queues, found {destination.queue!r}"
+                     + _suggest(destination.queue, config.queues))
 
 
 def route_source(route: Any) -> str:
