@@ -255,8 +255,7 @@ def route_source(route: Any) -> str:
     if isinstance(route, StreamRouteSpec):
         return f"stream:{route.stream}"
     if isinstance(route, HttpRouteSpec):
-        methods = route.http.methods()
-        return f"http:{'|'.join(sorted(methods)) if methods else 'ANY'} {route.http.path}"
+        return f"http:{_http_label(route)}"
     if isinstance(route, FilesRouteSpec):
         return f"files:{route.files.path}"
     return f"schedule:{route.schedule}"
@@ -272,11 +271,15 @@ def mapping_name(route: Any, index: int | None = None) -> str:
     if isinstance(route, StreamRouteSpec):
         return f"{route.stream}->{route.function}"
     if isinstance(route, HttpRouteSpec):
-        methods = route.http.methods()
-        return f"{'|'.join(sorted(methods)) if methods else 'ANY'} {route.http.path}"
+        return _http_label(route)
     if isinstance(route, FilesRouteSpec):
         return route.files.path.name or "files"
     return f"schedule-{index}"
+
+
+def _http_label(route: HttpRouteSpec) -> str:
+    methods = route.http.methods()
+    return f"{'|'.join(sorted(methods)) if methods else 'ANY'} {route.http.path}"
 
 
 def _suggest(name: str, known: Any) -> str:
