@@ -39,6 +39,17 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
         time.sleep(interval)
 
 
+def process_gone(pid: int) -> bool:
+    """Every thread of the process has exited, so its files (IPC sockets) are closed. A zombie
+    leader alone is not enough: its other threads hold the files until they exit too."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            zombie = f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+        return zombie and len(os.listdir(f"/proc/{pid}/task")) <= 1
+    except FileNotFoundError:
+        return True
+
+
 @dataclass
 class Reply:
     status: int

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Daemon, Gate, Reply, metric_value, wait_until
+from tests.harness import Daemon, Gate, Reply, metric_value, process_gone, wait_until
 
 
 @pytest.fixture
@@ -118,6 +118,8 @@ def test_warm_processes_start_with_the_daemon_and_are_replaced(daemon_factory, g
     # a warm process that dies is replaced
     victim = pids.pop()
     os.kill(victim, signal.SIGKILL)
+    # once it is gone the daemon must not hand it out, even before its loop has seen the EOF
+    wait_until(lambda: process_gone(victim), timeout=10, what="the killed process to exit")
 
     def replaced() -> bool:
         p = daemon.processes("fn")

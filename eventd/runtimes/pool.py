@@ -98,9 +98,9 @@ class FunctionPool:
         """An idle process (most recently used first, so the rest can be reaped), or a cold start."""
         while self._idle:
             process = self._idle.pop()
-            if process.state is ProcessState.IDLE:
+            if process.state is ProcessState.IDLE and not process.hung_up():
                 return Checkout(process)
-            self._all.discard(process)
+            self.abandon(process)
         process, outcome = await self._spawn("on-demand")
         if process is None:
             return Checkout(None, outcome)

@@ -114,6 +114,7 @@ class HandlerProcess:
         self._launcher: Launcher = launcher or DirectLauncher()
         self._proc: Launched | None = None
         self._channel: _Channel | None = None
+        self._socket: socket.socket | None = None
         self._waiter: asyncio.Future[dict[str, Any]] | None = None
         self._output: list[str] = []
         self._request_id: str | None = None
@@ -124,6 +125,18 @@ class HandlerProcess:
     @property
     def alive(self) -> bool:
         return self.state is not ProcessState.DEAD
+
+    def hung_up(self) -> bool:
+        """True when the process has closed its end of the channel (it died) even if the event loop
+        has not yet delivered that EOF: an idle process killed a moment ago must not be handed out."""
+        if self._socket is None or self.state is ProcessState.DEAD:
+            return True
+        try:
+            return self._socket.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
 
     async def start(self) -> Outcome:
         """Spawn and run init. On failure the process is gone and the outcome carries the init error."""
@@ -142,6 +155,7 @@ class HandlerProcess:
         finally:
             child.close()
         self.pid = self._proc.pid
+        self._socket = parent
         _, self._channel = await loop.create_connection(lambda: _Channel(self), sock=parent)
         self._tasks.append(asyncio.create_task(self._pump_raw_output()))
         try:

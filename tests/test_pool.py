@@ -1,0 +1,37 @@
+"""The function pool with real handler processes, driven in-process so the test controls when the
+event loop runs: the race between a process dying and the loop noticing is made deterministic."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from eventd.config.model import FunctionSpec
+from eventd.runtimes.pool import FunctionPool
+from eventd.runtimes.process import InvokeRequest
+from tests.harness import process_gone, wait_until
+
+HANDLER = "import os\n\ndef handler(event, context):\n    return os.getpid()\n"
+
+
+async def test_an_idle_process_that_died_before_the_loop_noticed_is_not_handed_out(tmp_path: Path) -> None:
+    (tmp_path / "pid.py").write_text(HANDLER)
+    spec = FunctionSpec(handler="pid.handler", code=tmp_path, warm=1)
+    pool = FunctionPool("fn", spec, tmp_path, lambda name: lambda request_id, text: None)
+    await pool.start()
+    try:
+        assert pool.counts()["idle"] == 1
+        victim = next(iter(pool._all)).pid
+        os.kill(victim, signal.SIGKILL)
+        # wait without yielding to the event loop, so the pool has not seen the EOF yet
+        wait_until(lambda: process_gone(victim), timeout=10, what="the killed process to exit")
+        checkout = await pool.checkout()
+        assert checkout.process is not None and checkout.process.pid != victim
+        outcome = await checkout.process.invoke(
+            InvokeRequest("req-1", b"{}", "arn:aws:lambda:us-east-1:000000000000:function:fn", 3.0))
+        assert outcome.error is None, outcome.error
+        assert int(outcome.payload or b"0") == checkout.process.pid
+        pool.checkin(checkout.process)
+    finally:
+        await pool.stop()
