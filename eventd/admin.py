@@ -3,27 +3,20 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import orjson
-from aiohttp import web
 
 from eventd import __version__
-from eventd.api import ApiError, async_key, invoker_key, ready_key, sources_key
+from eventd.api import Api, ApiError
 from eventd.config import mapping_name, route_source
 from eventd.dlq import describe, redrive
+from eventd.httpserver import Request, Response, json_response
 from eventd.runtimes.pool import REGION
 
-_JSON = "application/json"
 
-
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type=_JSON)
-
-
-async def status(request: web.Request) -> web.Response:
-    invoker = request.app[invoker_key]
-    ready = request.app[ready_key]
+async def status(request: Request) -> Response:
+    invoker = request.app.invoker
+    ready = request.app.ready
     functions = []
     for name, pool in invoker.pools.items():
         spec = pool.spec
@@ -45,12 +38,12 @@ async def status(request: web.Request) -> web.Response:
          "enabled": route.enabled}
         for index, route in enumerate(config.routes)
     ]
-    sources = request.app.get(sources_key)
+    sources = request.app.sources
     pushed = sources.status() if sources is not None else {"watches": [], "schedules": []}
     for schedule in pushed["schedules"]:
         nxt = schedule["next_fire"]
         schedule["next_fire"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(nxt)) if nxt else None
-    return _json(
+    return json_response(
         {
             **pushed,
             "mappings": mappings,
@@ -64,69 +57,69 @@ async def status(request: web.Request) -> web.Response:
     )
 
 
-def _queue(request: web.Request) -> str:
+def _queue(request: Request) -> str:
     name = request.match_info["queue"]
-    if name not in request.app[invoker_key].config.queues:
+    if name not in request.app.invoker.config.queues:
         raise ApiError(404, "QueueDoesNotExist", f"Queue not found: {name}", message_key="Message")
     return name
 
 
-def _limit(request: web.Request, default: int) -> int:
+def _limit(request: Request, default: int) -> int:
     raw = request.query.get("limit", str(default))
     if not raw.isdigit() or int(raw) < 1:
         raise ApiError(400, "InvalidParameterValueException", f"limit must be a whole number above 0, found {raw!r}")
     return int(raw)
 
 
-async def list_messages(request: web.Request) -> web.Response:
+async def list_messages(request: Request) -> Response:
     queue = _queue(request)
-    queues = request.app[async_key].queues
+    queues = request.app.asyncq.queues
     messages = await queues.peek(queue, _limit(request, 50))
     stats = (await queues.stats(queue)).get(queue)
-    return _json({"queue": queue, "depth": stats.depth if stats else 0,
+    return json_response({"queue": queue, "depth": stats.depth if stats else 0,
                   "messages": [describe(m, full=False) for m in messages]})
 
 
-async def show_message(request: web.Request) -> web.Response:
+async def show_message(request: Request) -> Response:
     queue = _queue(request)
-    message = await request.app[async_key].queues.get(queue, request.match_info["id"])
+    message = await request.app.asyncq.queues.get(queue, request.match_info["id"])
     if message is None:
         raise ApiError(404, "MessageNotFound", f"No message {request.match_info['id']} in {queue}",
                        message_key="Message")
-    return _json(describe(message, full=True))
+    return json_response(describe(message, full=True))
 
 
-async def redrive_messages(request: web.Request) -> web.Response:
+async def redrive_messages(request: Request) -> Response:
     queue = _queue(request)
     try:
-        options = orjson.loads(await request.read() or b"{}")
+        options = orjson.loads(request.body or b"{}")
     except orjson.JSONDecodeError:
         raise ApiError(400, "InvalidRequestContentException", "expected a JSON body") from None
     if not isinstance(options, dict):
         raise ApiError(400, "InvalidRequestContentException", 'expected a JSON object like {"to": "fn", "limit": 10}')
-    functions = set(request.app[invoker_key].config.functions)
+    functions = set(request.app.invoker.config.functions)
     to = options.get("to")
     if to is not None and to not in functions:
         raise ApiError(404, "ResourceNotFoundException", f"Function not found: {to}", message_key="Message")
     limit = options.get("limit")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ApiError(400, "InvalidParameterValueException", "limit must be a whole number above 0")
-    asyncq = request.app[async_key]
+    asyncq = request.app.asyncq
     report = await redrive(asyncq.queues, queue, functions, to, limit)
     for function in report.to:
         asyncq.wake(function)
-    return _json({"queue": queue, "redriven": report.redriven, "to": report.to, "skipped": report.skipped})
+    return json_response({"queue": queue, "redriven": report.redriven, "to": report.to, "skipped": report.skipped})
 
 
-async def purge(request: web.Request) -> web.Response:
+async def purge(request: Request) -> Response:
     queue = _queue(request)
-    purged = await request.app[async_key].queues.purge(queue)
-    return _json({"queue": queue, "purged": purged})
+    purged = await request.app.asyncq.queues.purge(queue)
+    return json_response({"queue": queue, "purged": purged})
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/admin/status", status)
-    app.router.add_get("/admin/queues/{queue}/messages", list_messages)
-    app.router.add_get("/admin/queues/{queue}/messages/{id}", show_message)
-    app.router.add_post("/admin/queues/{queue}/redrive", redrive_messages)
-    app.router.add_delete("/admin/queues/{queue}/messages", purge)
+def add_routes(api: Api) -> None:
+    api.add("GET", "/admin/status", status)
+    api.add("GET", "/admin/queues/{queue}/messages", list_messages)
+    api.add("GET", "/admin/queues/{queue}/messages/{id}", show_message)
+    api.add("POST", "/admin/queues/{queue}/redrive", redrive_messages)
+    api.add("DELETE", "/admin/queues/{queue}/messages", purge)

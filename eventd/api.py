@@ -1,4 +1,4 @@
-"""The aiohttp application on `listen`: Lambda's Invoke API, function listing, health, metrics, status.
+"""The API on `listen`: Lambda's Invoke API, function listing, health, metrics, status.
 
 Errors follow Lambda's wire format (lambda-semantics.md §1.4): a status code, `x-amzn-ErrorType`
 and a JSON body with `Type` and `message`/`Message`, which is what boto3 and the AWS CLI parse.
@@ -11,13 +11,14 @@ import binascii
 import json
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiohttp import web
 
 from eventd.asyncq import MAX_ASYNC_PAYLOAD, AsyncInvocations
 from eventd.dispatch import Throttled
+from eventd.httpserver import Handler, Request, Response, RouteError, Router, json_response
 from eventd.invoke import Invoker
 from eventd.metrics import Metrics
 from eventd.runtimes.pool import ACCOUNT, RUNTIME, function_arn
@@ -29,12 +30,22 @@ MAX_SYNC_PAYLOAD = 6 * 1024 * 1024
 INVOCATION_TYPES = ("RequestResponse", "Event", "DryRun")
 _JSON = "application/json"
 
-invoker_key = web.AppKey("invoker", Invoker)
-metrics_key = web.AppKey("metrics", Metrics)
-async_key = web.AppKey("async", AsyncInvocations)
-ready_key = web.AppKey("ready", dict)
-#: the push sources (HTTP routes, file watches, schedules), for status
-sources_key: web.AppKey[Any] = web.AppKey("sources")
+
+
+@dataclass
+class ApiState:
+    """What the API's handlers read, as `request.app`."""
+
+    invoker: Invoker
+    metrics: Metrics
+    asyncq: AsyncInvocations
+    #: listening / running / draining flags and the start time, for /readyz and status
+    ready: dict[str, Any] = field(default_factory=lambda: {"started": time.monotonic()})
+    #: the push sources (HTTP routes, file watches, schedules), for status
+    sources: Any = None
+    queues: Any = None
+    streams: Any = None
+    mappings: Any = None
 
 
 class ApiError(Exception):
@@ -48,12 +59,10 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
         self.message_key, self.extra, self.headers = message_key, extra or {}, headers or {}
 
-    def response(self) -> web.Response:
+    def response(self) -> Response:
         body = {"Type": "User" if self.status < 500 else "Service", self.message_key: self.message, **self.extra}
-        return web.Response(
-            status=self.status, body=orjson.dumps(body), content_type=_JSON,
-            headers={"x-amzn-ErrorType": self.code, **self.headers},
-        )
+        return Response(self.status, orjson.dumps(body), _JSON,
+                        [("x-amzn-ErrorType", self.code), *self.headers.items()])
 
 
 def not_found(name: str, qualifier: str | None = None) -> ApiError:
@@ -61,20 +70,37 @@ def not_found(name: str, qualifier: str | None = None) -> ApiError:
                     message_key="Message")
 
 
-@web.middleware
-async def lambda_errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        return exc.response()
-    except web.HTTPRequestEntityTooLarge:
+_ERROR_CODES = {400: "InvalidRequestContentException", 404: "ResourceNotFoundException",
+                405: "MethodNotAllowedException"}
+
+
+def error_page(status: int, message: str) -> Response:
+    """What the server itself answers (unparseable request, body over the cap, a handler that raised),
+    in Lambda's format."""
+    if status == 413:
         return _too_large().response()
-    except web.HTTPException as exc:
-        if exc.status >= 400:
-            codes = {404: "ResourceNotFoundException", 405: "MethodNotAllowedException"}
-            code = codes.get(exc.status, "ServiceException")
-            return ApiError(exc.status, code, exc.reason, message_key="Message").response()
-        raise
+    return ApiError(status, _ERROR_CODES.get(status, "ServiceException"), message, message_key="Message").response()
+
+
+class Api:
+    """The listener's handler: routes a request and answers every error in Lambda's format."""
+
+    def __init__(self, state: ApiState) -> None:
+        self.state = state
+        self.router = Router()
+
+    def add(self, method: str, template: str, handler: Handler) -> None:
+        self.router.add(method, template, handler)
+
+    async def handle(self, request: Request) -> Response:
+        try:
+            return await self.router.resolve(request)(request)
+        except ApiError as exc:
+            return exc.response()
+        except RouteError as exc:
+            response = error_page(exc.status, exc.reason)
+            response.headers.extend(exc.headers)
+            return response
 
 
 def _too_large(limit: int = MAX_SYNC_PAYLOAD) -> ApiError:
@@ -98,7 +124,7 @@ def parse_function_name(raw: str) -> tuple[str, str | None]:
     return rest[0], (rest[1] if len(rest) == 2 else None)
 
 
-def _resolve(request: web.Request) -> tuple[str, str | None]:
+def _resolve(request: Request) -> tuple[str, str | None]:
     """The function a request names and the qualifier it was named with (only `$LATEST` exists until
     versions do)."""
     name, qualifier = parse_function_name(request.match_info["name"])
@@ -109,13 +135,13 @@ def _resolve(request: web.Request) -> tuple[str, str | None]:
             "The derived qualifier from the function name does not match the specified qualifier.",
         )
     qualifier = qualifier or query_qualifier
-    invoker = request.app[invoker_key]
+    invoker = request.app.invoker
     if name not in invoker.config.functions or qualifier not in (None, "$LATEST"):
         raise not_found(name, qualifier)
     return name, qualifier
 
 
-async def invoke(request: web.Request) -> web.Response:
+async def invoke(request: Request) -> Response:
     function, qualifier = _resolve(request)
     invocation_type = request.headers.get("X-Amz-Invocation-Type", "RequestResponse")
     if invocation_type not in INVOCATION_TYPES:
@@ -125,18 +151,16 @@ async def invoke(request: web.Request) -> web.Response:
             "constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]",
         )
     limit = MAX_ASYNC_PAYLOAD if invocation_type == "Event" else MAX_SYNC_PAYLOAD
-    if request.content_length is not None and request.content_length > limit:
-        raise _too_large(limit)
-    payload = await request.read()
+    payload = request.body
     if len(payload) > limit:
         raise _too_large(limit)
     _check_json(payload)
     if invocation_type == "DryRun":
-        return web.Response(status=204)
+        return Response(204)
     if invocation_type == "Event":
         return await _invoke_async(request, function, payload)
     client_context = _client_context(request.headers.get("X-Amz-Client-Context"))
-    invoker = request.app[invoker_key]
+    invoker = request.app.invoker
     try:
         result = await invoker.invoke_sync(
             function, payload, client_context=client_context, trace_id=request.headers.get("X-Amzn-Trace-Id"),
@@ -150,18 +174,18 @@ async def invoke(request: web.Request) -> web.Response:
         headers["X-Amz-Function-Error"] = "Unhandled"
     if request.headers.get("X-Amz-Log-Type") == "Tail":
         headers["X-Amz-Log-Result"] = result.log_tail_base64()
-    return web.Response(body=result.payload, headers=headers, content_type=_JSON)
+    return Response(200, result.payload, _JSON, list(headers.items()))
 
 
-async def _invoke_async(request: web.Request, function: str, payload: bytes) -> web.Response:
+async def _invoke_async(request: Request, function: str, payload: bytes) -> Response:
     try:
-        request_id = await request.app[async_key].accept(function, payload)
+        request_id = await request.app.asyncq.accept(function, payload)
     except Exception as exc:  # the event is not committed: say so, and the client retries
         log.error("Could not commit an async event for %s: %s.", function, exc)
         raise ApiError(500, "ServiceException", "The event could not be stored; retry.",
                        message_key="Message") from None
     # 202 only now: the event is committed
-    return web.Response(status=202, headers={"x-amzn-RequestId": request_id})
+    return Response(202, headers=[("x-amzn-RequestId", request_id)])
 
 
 def _check_json(payload: bytes) -> None:
@@ -219,8 +243,8 @@ def function_configuration(invoker: Invoker, name: str) -> dict[str, Any]:
     return config
 
 
-async def list_functions(request: web.Request) -> web.Response:
-    invoker = request.app[invoker_key]
+async def list_functions(request: Request) -> Response:
+    invoker = request.app.invoker
     names = sorted(invoker.config.functions)
     marker = request.query.get("Marker")
     start = names.index(marker) if marker in names else 0
@@ -232,11 +256,11 @@ async def list_functions(request: web.Request) -> web.Response:
     body: dict[str, Any] = {"Functions": [function_configuration(invoker, n) for n in page]}
     if start + len(page) < len(names):
         body["NextMarker"] = names[start + len(page)]
-    return web.Response(body=orjson.dumps(body), content_type=_JSON)
+    return json_response(body)
 
 
-async def get_function(request: web.Request) -> web.Response:
-    invoker = request.app[invoker_key]
+async def get_function(request: Request) -> Response:
+    invoker = request.app.invoker
     name, _ = _resolve(request)
     spec = invoker.spec(name)
     body: dict[str, Any] = {
@@ -245,16 +269,16 @@ async def get_function(request: web.Request) -> web.Response:
     }
     if spec.concurrency is not None:
         body["Concurrency"] = {"ReservedConcurrentExecutions": spec.concurrency}
-    return web.Response(body=orjson.dumps(body), content_type=_JSON)
+    return json_response(body)
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "ok"})
 
 
-async def readyz(request: web.Request) -> web.Response:
-    ready = request.app[ready_key]
-    invoker = request.app[invoker_key]
+async def readyz(request: Request) -> Response:
+    ready = request.app.ready
+    invoker = request.app.invoker
     not_warm = sorted(name for name, pool in invoker.pools.items() if not pool.warm_ready)
     problems = []
     if not ready.get("listening"):
@@ -266,41 +290,25 @@ async def readyz(request: web.Request) -> web.Response:
     if not_warm:
         problems.append(f"warm processes not up for: {', '.join(not_warm)}")
     status = 503 if problems else 200
-    return web.json_response({"status": "ready" if not problems else "not ready", "problems": problems},
-                             status=status)
+    return json_response({"status": "ready" if not problems else "not ready", "problems": problems}, status)
 
 
-async def metrics(request: web.Request) -> web.Response:
-    body = request.app[metrics_key].exposition()
-    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+async def metrics(request: Request) -> Response:
+    return Response(200, request.app.metrics.exposition(), "text/plain; version=0.0.4; charset=utf-8")
 
 
-def build_app(invoker: Invoker, metrics_: Metrics, async_: AsyncInvocations) -> web.Application:
-    from eventd import admin
+def build_api(state: ApiState) -> Api:
+    """Every endpoint on `listen`: the Invoke API, health, metrics, admin and the producers."""
+    from eventd import admin, producers
 
-    # a little above the payload limit so an oversized body reaches our handler and gets Lambda's 413
-    app = web.Application(middlewares=[lambda_errors], client_max_size=MAX_SYNC_PAYLOAD + 1)
-    app[invoker_key] = invoker
-    app[metrics_key] = metrics_
-    app[async_key] = async_
-    app[ready_key] = {"started": time.monotonic()}
-    app.router.add_post("/2015-03-31/functions/{name}/invocations", invoke)
-    app.router.add_get("/2015-03-31/functions/", list_functions)
-    app.router.add_get("/2015-03-31/functions", list_functions)
-    app.router.add_get("/2015-03-31/functions/{name}", get_function)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    admin.add_routes(app)
-    return app
-
-
-def add_producer_api(app: web.Application, queues: Any, streams: Any, mappings: Any, metrics_: Metrics) -> None:
-    """The queue and stream producer endpoints, beside the Invoke API on the same listener."""
-    from eventd import producers
-
-    app[producers.queues_key] = queues
-    app[producers.streams_key] = streams
-    app[producers.mappings_key] = mappings
-    app[producers.metrics_key] = metrics_
-    producers.add_routes(app)
+    api = Api(state)
+    api.add("POST", "/2015-03-31/functions/{name}/invocations", invoke)
+    api.add("GET", "/2015-03-31/functions/", list_functions)
+    api.add("GET", "/2015-03-31/functions", list_functions)
+    api.add("GET", "/2015-03-31/functions/{name}", get_function)
+    api.add("GET", "/healthz", healthz)
+    api.add("GET", "/readyz", readyz)
+    api.add("GET", "/metrics", metrics)
+    admin.add_routes(api)
+    producers.add_routes(api)
+    return api

@@ -17,12 +17,11 @@ import signal
 import sqlite3
 import time
 
-from aiohttp import web
-
-from eventd.api import add_producer_api, build_app, ready_key, sources_key
+from eventd.api import MAX_SYNC_PAYLOAD, ApiState, build_api, error_page
 from eventd.asyncq import AsyncInvocations
 from eventd.config.model import Config, parse_listen
 from eventd.gauges import QueueGauges
+from eventd.httpserver import HttpServer
 from eventd.invoke import Invoker
 from eventd.logs import DaemonLogging
 from eventd.mappings import Mappings
@@ -95,20 +94,18 @@ class Daemon:
             log.error("Cannot start: %s.", exc)
             await store.close()
             return EXIT_CONFIG
-        app = build_app(invoker, metrics, asyncq)
-        add_producer_api(app, queues, streams, mappings, metrics)
-        app[sources_key] = sources
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=config.drain_timeout)
-        await runner.setup()
+        state = ApiState(invoker, metrics, asyncq, sources=sources, queues=queues, streams=streams,
+                         mappings=mappings)
+        api = build_api(state)
+        listener = HttpServer(api.handle, max_body=MAX_SYNC_PAYLOAD, error_page=error_page, app=state, name="API")
         host, port = parse_listen(config.listen)
         try:
-            await web.TCPSite(runner, host, port, reuse_address=True).start()
+            await listener.start(host, port)
         except OSError as exc:
             log.error("Cannot listen on %s: %s.", config.listen, exc.strerror or exc)
-            await runner.cleanup()
             await store.close()
             return EXIT_STARTUP
-        app[ready_key]["listening"] = True
+        state.ready["listening"] = True
         log.info("Listening on http://%s (config %s, %d functions, store %s).", config.listen, self.config_name,
                  len(config.functions), store.path)
         started = time.perf_counter()
@@ -122,7 +119,7 @@ class Daemon:
             await mappings.stop(0)
             await asyncq.stop(0)
             await invoker.stop()
-            await runner.cleanup()
+            await listener.stop(0)
             await store.close()
             return EXIT_STARTUP
         await gauges.start()
@@ -130,7 +127,7 @@ class Daemon:
         warm = sum(spec.warm for spec in config.functions.values())
         up = sum(pool.counts()["idle"] for pool in invoker.pools.values())
         log.info("Ready: %d of %d warm processes started in %.0f ms.", up, warm, (time.perf_counter() - started) * 1000)
-        app[ready_key]["running"] = True
+        state.ready["running"] = True
         notify("READY=1", f"STATUS=Serving {len(config.functions)} functions on {config.listen}")
         pinger = None
         interval = watchdog_interval()
@@ -139,11 +136,11 @@ class Daemon:
         await self._stop.wait()
 
         notify("STOPPING=1", "STATUS=Draining")
-        app[ready_key]["draining"] = True
+        state.ready["draining"] = True
         in_flight = invoker.dispatcher.total_in_use
         log.info("Stopping: waiting up to %.0f s for %d in-flight invocations.", config.drain_timeout, in_flight)
         # stop taking work from both doors at once, and give both the same drain deadline
-        drain = asyncio.gather(runner.cleanup(), sources.stop(), asyncq.stop(config.drain_timeout),
+        drain = asyncio.gather(listener.stop(config.drain_timeout), sources.stop(), asyncq.stop(config.drain_timeout),
                                mappings.stop(config.drain_timeout))
         forced = asyncio.create_task(self._force.wait())
         await asyncio.wait({drain, forced}, return_when=asyncio.FIRST_COMPLETED)

@@ -7,17 +7,12 @@ import hashlib
 from typing import Any
 
 import orjson
-from aiohttp import web
 
-from eventd.api import ApiError, invoker_key
+from eventd.api import Api, ApiError
+from eventd.httpserver import Request, Response, json_response
 from eventd.store.queues import Fifo, NewMessage
 from eventd.store.streams import NewRecord, sequence_number, shard_id
 from eventd.units import parse_duration
-
-queues_key: web.AppKey[Any] = web.AppKey("queues")
-streams_key: web.AppKey[Any] = web.AppKey("streams")
-mappings_key: web.AppKey[Any] = web.AppKey("mappings")
-metrics_key: web.AppKey[Any] = web.AppKey("producer_metrics")
 
 #: Most messages or records in one request (Kinesis PutRecords takes 500; eventd allows the same for queues).
 MAX_BATCH = 500
@@ -30,9 +25,9 @@ def _invalid(message: str) -> ApiError:
     return ApiError(400, "InvalidParameterValue", message)
 
 
-async def _json_body(request: web.Request) -> Any:
+async def _json_body(request: Request) -> Any:
     try:
-        return orjson.loads(await request.read())
+        return orjson.loads(request.body)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "InvalidRequestContentException", f"the request body is not JSON: {exc}") from None
 
@@ -71,9 +66,9 @@ def _attributes(raw: Any, where: str) -> dict[str, Any] | None:
     return attributes
 
 
-async def send_messages(request: web.Request) -> web.Response:
+async def send_messages(request: Request) -> Response:
     name = request.match_info["queue"]
-    config = request.app[invoker_key].config
+    config = request.app.invoker.config
     spec = config.queues.get(name)
     if spec is None:
         raise ApiError(404, "QueueDoesNotExist", f"Queue not found: {name}", message_key="Message")
@@ -112,17 +107,17 @@ async def send_messages(request: web.Request) -> web.Response:
             raise _invalid(f"{where}: group_id and deduplication_id are for FIFO queues; {name} is not one")
         messages.append(NewMessage(body, attributes, meta=meta, delay=delay, group_id=group_id, dedup_id=dedup_id))
     fifo = Fifo(spec.deduplication_window) if spec.fifo else None
-    ids = await request.app[queues_key].send(name, messages, fifo)
-    request.app[metrics_key].queue_sent.labels(name).inc(len(ids))
-    request.app[queues_key].notify(name)
+    ids = await request.app.queues.send(name, messages, fifo)
+    request.app.metrics.queue_sent.labels(name).inc(len(ids))
+    request.app.queues.notify(name)
     if many:
-        return web.json_response({"messages": [{"id": i} for i in ids]})
-    return web.json_response({"id": ids[0]})
+        return json_response({"messages": [{"id": i} for i in ids]})
+    return json_response({"id": ids[0]})
 
 
-async def put_records(request: web.Request) -> web.Response:
+async def put_records(request: Request) -> Response:
     name = request.match_info["stream"]
-    config = request.app[invoker_key].config
+    config = request.app.invoker.config
     spec = config.streams.get(name)
     if spec is None:
         raise ApiError(404, "ResourceNotFoundException", f"Stream not found: {name}", message_key="Message")
@@ -139,17 +134,17 @@ async def put_records(request: web.Request) -> web.Response:
         if len(data) > MAX_RECORD_BYTES:
             raise _invalid(f"{where}.data is {len(data)} bytes; records take at most {MAX_RECORD_BYTES}")
         records.append(NewRecord(key, data))
-    results = await request.app[streams_key].put(name, spec.shards, records)
-    request.app[metrics_key].stream_records.labels(name).inc(len(results))
-    request.app[mappings_key].wake_stream(name)
+    results = await request.app.streams.put(name, spec.shards, records)
+    request.app.metrics.stream_records.labels(name).inc(len(results))
+    request.app.mappings.wake_stream(name)
     out = [{"shard_id": shard_id(r.shard), "sequence_number": sequence_number(r.seq)} for r in results]
-    return web.json_response({"records": out} if many else out[0])
+    return json_response({"records": out} if many else out[0])
 
 
-async def queue_stats(request: web.Request) -> web.Response:
-    config = request.app[invoker_key].config
-    stats = await request.app[queues_key].stats()
-    now = request.app[queues_key].clock()
+async def queue_stats(request: Request) -> Response:
+    config = request.app.invoker.config
+    stats = await request.app.queues.stats()
+    now = request.app.queues.clock()
     queues = []
     for name in sorted(config.queues):
         s = stats.get(name)
@@ -161,10 +156,10 @@ async def queue_stats(request: web.Request) -> web.Response:
             "oldest_age_seconds": round(now - s.oldest_sent_at, 3) if s and s.oldest_sent_at else 0.0,
             "dead_letter": config.queues[name].dead_letter,
         })
-    return web.json_response({"queues": queues})
+    return json_response({"queues": queues})
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_post("/queues/{queue}/messages", send_messages)
-    app.router.add_post("/streams/{stream}/records", put_records)
-    app.router.add_get("/admin/queues", queue_stats)
+def add_routes(api: Api) -> None:
+    api.add("POST", "/queues/{queue}/messages", send_messages)
+    api.add("POST", "/streams/{stream}/records", put_records)
+    api.add("GET", "/admin/queues", queue_stats)

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from aiohttp import web
 
 from eventd.api import MAX_SYNC_PAYLOAD
 from eventd.asyncq import MAX_ASYNC_PAYLOAD, AsyncInvocations
@@ -32,6 +31,7 @@ from eventd.httpevents import (
     route_key,
     select_route,
 )
+from eventd.httpserver import HttpServer, Request, Response
 from eventd.invoke import Invoker
 from eventd.metrics import Metrics
 
@@ -50,9 +50,8 @@ class _Route:
     secret: bytes | None
 
 
-def _message(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps({"message": message}), content_type="application/json",
-                        headers=headers)
+def _message(status: int, message: str, headers: list[tuple[str, str]] | None = None) -> Response:
+    return Response(status, orjson.dumps({"message": message}), "application/json", headers or [])
 
 
 class HttpSource:
@@ -70,24 +69,19 @@ class HttpSource:
         self._templates = [route.template for route in self._routes]
         self._by_template = {id(route.template): route for route in self._routes}
         self.routes = [r.name for r in self._routes]
-        self._runner: web.AppRunner | None = None
+        self._server = HttpServer(self._handle, max_body=max((r.spec.max_body for r in self._routes), default=0),
+                                  error_page=_message, name="HTTP routes")
         # metric children, looked up once per label set rather than per request
         self._counters: dict[tuple[str, int], Any] = {}
         self._timers: dict[str, Any] = {}
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=max((r.spec.max_body for r in self._routes), default=0) + 1)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None,
-                                     shutdown_timeout=self._drain_timeout)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self._listen[0], self._listen[1], reuse_address=True).start()
+        await self._server.start(*self._listen)
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._server.stop(self._drain_timeout)
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def _handle(self, request: Request) -> Response:
         started = time.perf_counter()
         route, response = await self._route_and_answer(request)
         label = route.name if route else ""
@@ -104,10 +98,10 @@ class HttpSource:
         timer.observe(time.perf_counter() - started)
         return response
 
-    async def _route_and_answer(self, request: web.Request) -> tuple[_Route | None, web.StreamResponse]:
+    async def _route_and_answer(self, request: Request) -> tuple[_Route | None, Response]:
         # match on the path as sent: an encoded %2F stays inside its segment, as API Gateway has it
         path = request.raw_path.partition("?")[0]
-        method = request.method.upper()
+        method = request.method
         # API Gateway's priority (most specific template, then a named method over ANY) lives in one place
         found = select_route(self._templates, method, path)
         if found is not None:
@@ -120,29 +114,24 @@ class HttpSource:
         if method == "OPTIONS" and route.spec.cors is not None:
             return route, _preflight(route.spec.cors, request)
         allowed = sorted({m for r in on_path for m in (r.template.method_set or ())})
-        return route, _message(405, "Method Not Allowed", {"Allow": ", ".join(allowed)})
+        return route, _message(405, "Method Not Allowed", [("Allow", ", ".join(allowed))])
 
-    async def _serve(self, route: _Route, params: dict[str, str], request: web.Request) -> web.StreamResponse:
+    async def _serve(self, route: _Route, params: dict[str, str], request: Request) -> Response:
         spec = route.spec
         if method_is_preflight(request) and spec.cors is not None:
             return _preflight(spec.cors, request)
-        if request.content_length is not None and request.content_length > spec.max_body:
-            return _message(413, "Request Entity Too Large")
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return _message(413, "Request Entity Too Large")
+        body = request.body
         if len(body) > spec.max_body:
             return _message(413, "Request Entity Too Large")
         if not _authorized(route, request, body):
             return _message(401, "Unauthorized")
         request_id = self._invoker.new_request_id()
-        raw_path, _, raw_query = request.raw_path.partition("?")  # as sent: aiohttp's query_string is decoded
+        raw_path, _, raw_query = request.raw_path.partition("?")  # as sent, percent-encoding and all
         event = build_event(
             route_key=route_key(route.template, request.method),
             method=request.method, raw_path=raw_path, raw_query=raw_query,
             headers=list(request.headers.items()), body=body, path_parameters=params,
-            source_ip=request.remote or "", request_id=request_id, domain_name=request.host,
+            source_ip=request.remote, request_id=request_id, domain_name=request.host,
             now_ms=int(time.time() * 1000),
         )
         payload = orjson.dumps(event)
@@ -151,7 +140,7 @@ class HttpSource:
             return _message(413, "Request Entity Too Large")
         if spec.invocation == "async":
             event_id = await self._asyncq.accept(spec.function, payload, request_id)
-            return web.Response(status=202, body=orjson.dumps({"requestId": event_id}), content_type="application/json")
+            return Response(202, orjson.dumps({"requestId": event_id}), "application/json")
         try:
             result = await self._invoker.invoke_sync(spec.function, payload, request_id=request_id)
         except Throttled:
@@ -165,15 +154,13 @@ class HttpSource:
         except InvalidResponse as exc:
             log.warning("Route %s: the function's response is not a valid HTTP response: %s.", route.name, exc)
             return _message(502, "Internal Server Error")
-        response = web.Response(status=answer.status, body=answer.body)
-        for name, value in answer.headers:
-            # with CORS configured on the route, eventd answers for it, not the function
-            if spec.cors is None or not name.lower().startswith("access-control-"):
-                response.headers.add(name, value)
-        return response
+        # with CORS configured on the route, eventd answers for it, not the function
+        headers = [(name, value) for name, value in answer.headers
+                   if spec.cors is None or not name.lower().startswith("access-control-")]
+        return Response(answer.status, answer.body, None, headers)
 
 
-def method_is_preflight(request: web.Request) -> bool:
+def method_is_preflight(request: Request) -> bool:
     return request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
 
 
@@ -198,7 +185,7 @@ def _secret(spec: HttpRouteSpec, name: str) -> bytes | None:
     return value.encode()
 
 
-def _authorized(route: _Route, request: web.Request, body: bytes) -> bool:
+def _authorized(route: _Route, request: Request, body: bytes) -> bool:
     auth = route.spec.auth
     if auth is None:
         return True
@@ -212,7 +199,7 @@ def _authorized(route: _Route, request: web.Request, body: bytes) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), route.secret)
 
 
-def _allowed_origin(cors: CorsSpec, request: web.Request) -> str | None:
+def _allowed_origin(cors: CorsSpec, request: Request) -> str | None:
     origin = request.headers.get("Origin")
     if origin is None:
         return None
@@ -221,25 +208,25 @@ def _allowed_origin(cors: CorsSpec, request: web.Request) -> str | None:
     return origin if origin in cors.allow_origins else None
 
 
-def _add_cors(response: web.StreamResponse, cors: CorsSpec, request: web.Request) -> None:
+def _add_cors(response: Response, cors: CorsSpec, request: Request) -> None:
     origin = _allowed_origin(cors, request)
     if origin is None:
         return
-    response.headers["Access-Control-Allow-Origin"] = origin
+    response.headers.append(("Access-Control-Allow-Origin", origin))
     if origin != "*":
-        response.headers.add("Vary", "Origin")
+        response.headers.append(("Vary", "Origin"))
     if cors.allow_credentials:
-        response.headers["Access-Control-Allow-Credentials"] = "true"
+        response.headers.append(("Access-Control-Allow-Credentials", "true"))
     if cors.expose_headers:
-        response.headers["Access-Control-Expose-Headers"] = ", ".join(cors.expose_headers)
+        response.headers.append(("Access-Control-Expose-Headers", ", ".join(cors.expose_headers)))
 
 
-def _preflight(cors: CorsSpec, request: web.Request) -> web.Response:
-    response = web.Response(status=204)
+def _preflight(cors: CorsSpec, request: Request) -> Response:
+    response = Response(204)
     if _allowed_origin(cors, request) is None:
         return response
-    response.headers["Access-Control-Allow-Methods"] = ", ".join(cors.allow_methods)
-    response.headers["Access-Control-Allow-Headers"] = ", ".join(cors.allow_headers)
+    response.headers.append(("Access-Control-Allow-Methods", ", ".join(cors.allow_methods)))
+    response.headers.append(("Access-Control-Allow-Headers", ", ".join(cors.allow_headers)))
     if cors.max_age:
-        response.headers["Access-Control-Max-Age"] = str(int(cors.max_age))
+        response.headers.append(("Access-Control-Max-Age", str(int(cors.max_age))))
     return response
