@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 from collections.abc import Callable
@@ -54,6 +55,51 @@ _MAX_BATCH = 64
 _LEASE_MARGIN_S = 60.0
 
 
+class _AcceptBatch:
+    """Events accepted in one turn of the event loop, committed together: one store operation per
+    queue rather than one per request. Each caller still waits for the commit that holds its event."""
+
+    def __init__(self, queues: QueueStore) -> None:
+        self._queues = queues
+        self._waiting: dict[str, tuple[list[NewMessage], list[asyncio.Future[None]]]] = {}
+
+    def add(self, queue: str, message: NewMessage) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        if not self._waiting:
+            loop.call_soon(self._flush)
+        messages, futures = self._waiting.setdefault(queue, ([], []))
+        messages.append(message)
+        futures.append(future)
+        return future
+
+    def _flush(self) -> None:
+        waiting, self._waiting = self._waiting, {}
+        now = self._queues.clock()
+        for queue, (messages, futures) in waiting.items():
+            try:
+                stored = self._queues.store.write(op_send(queue, messages, now))
+            except Exception as exc:  # noqa: BLE001 - the store is closed: every caller hears it
+                _settle(futures, exc)
+                continue
+            stored.add_done_callback(functools.partial(_settle_from, futures))
+
+
+def _settle_from(futures: list[asyncio.Future[None]], stored: asyncio.Future[Any]) -> None:
+    _settle(futures, None if not stored.cancelled() and stored.exception() is None
+            else (stored.exception() or asyncio.CancelledError()))
+
+
+def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for future in futures:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+
 @dataclass(frozen=True)
 class Failure:
     condition: str
@@ -75,6 +121,8 @@ class AsyncInvocations:
         self._metrics = metrics
         self._rng = rng or random.Random()
         self._runners = {name: _Runner(self, name) for name in config.functions}
+        self._accepting = _AcceptBatch(queues)
+        self._received = {name: metrics.async_received.labels(name) for name in config.functions}
         self.webhooks = WebhookDelivery(config, queues, metrics)
 
     @property
@@ -103,8 +151,8 @@ class AsyncInvocations:
     async def accept(self, function: str, payload: bytes, request_id: str | None = None) -> str:
         """Commit an event for `function`; the returned request id means it is durable."""
         message = new_event(payload, function, request_id)
-        await self._queues.send(async_queue(function), [message])
-        self._metrics.async_received.labels(function).inc()
+        await self._accepting.add(async_queue(function), message)
+        self._received[function].inc()
         self.wake(function)
         return str(message.id)
 

@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, unquote
 
 import httptools
 import orjson
-from multidict import CIMultiDict, CIMultiDictProxy, MultiDict
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ MAX_PIPELINED = 32
 
 _REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
 _NO_BODY_STATUSES = frozenset({204, 304})
+_NO_QUERY: MultiDictProxy[str] = MultiDictProxy(MultiDict())
 
 
 @dataclass(slots=True)
@@ -82,7 +83,7 @@ class Request:
         self.match_info: dict[str, str] = {}
         self.keep_alive = keep_alive
         self.http10 = http10
-        self._query: MultiDict[str] | None = None
+        self._query: MultiDictProxy[str] | None = None
 
     @property
     def path(self) -> str:
@@ -90,9 +91,11 @@ class Request:
         return unquote(self.raw_path.partition("?")[0])
 
     @property
-    def query(self) -> MultiDict[str]:
+    def query(self) -> MultiDictProxy[str]:
         if self._query is None:
-            self._query = MultiDict(parse_qsl(self.raw_path.partition("?")[2], keep_blank_values=True))
+            raw = self.raw_path.partition("?")[2]
+            self._query = (MultiDictProxy(MultiDict(parse_qsl(raw, keep_blank_values=True))) if raw
+                           else _NO_QUERY)
         return self._query
 
     @property
@@ -202,10 +205,15 @@ class _Connection(asyncio.Protocol):
         #: set when the request being received is refused (body over the cap): its bytes are skipped
         self._refused = False
         self._can_write: asyncio.Future[None] | None = None
+        #: resolved when a request is queued for the connection's answering task, which waits on it
+        self._wakeup: asyncio.Future[None] | None = None
+        self._answerer: asyncio.Task[None] | None = None
         self.receiving = False
         self.last_activity = time.monotonic()
         self._url = b""
         self._headers: list[tuple[str, str]] = []
+        self._content_length: bytes | None = None
+        self._expect: bytes | None = None
         self._body: list[bytes] = []
         self._size = 0
 
@@ -225,6 +233,9 @@ class _Connection(asyncio.Protocol):
         self._server._connections.add(self)
         if self._server.closing:
             self.close()
+            return
+        # one answering task per connection, woken per request: cheaper than a task per request
+        self._answerer = asyncio.get_running_loop().create_task(self._answer_requests())
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = time.monotonic()
@@ -241,6 +252,7 @@ class _Connection(asyncio.Protocol):
         self._pending.clear()
         if self._can_write is not None and not self._can_write.done():
             self._can_write.set_result(None)
+        self._wake()
         self._server._forget(self)
 
     def pause_writing(self) -> None:
@@ -257,6 +269,7 @@ class _Connection(asyncio.Protocol):
         self.receiving = True
         self._url = b""
         self._headers = []
+        self._content_length = self._expect = None
         self._body = []
         self._size = 0
 
@@ -265,14 +278,19 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name.decode("latin-1"), value.decode("utf-8", "replace")))
+        if len(name) in (6, 14):  # the two headers the server itself acts on
+            lowered = name.lower()
+            if lowered == b"content-length":
+                self._content_length = value
+            elif lowered == b"expect":
+                self._expect = value
 
     def on_headers_complete(self) -> None:
-        length = next((v for n, v in self._headers if n.lower() == "content-length"), None)
+        length = self._content_length
         if length is not None and length.isdigit() and int(length) > self._server.max_body:
             self._refuse(413, "Request Entity Too Large")
             return
-        expect = next((v for n, v in self._headers if n.lower() == "expect"), None)
-        if expect is not None and expect.lower() == "100-continue" and self._transport is not None:
+        if self._expect is not None and self._expect.lower() == b"100-continue" and self._transport is not None:
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, chunk: bytes) -> None:
@@ -298,9 +316,7 @@ class _Connection(asyncio.Protocol):
         if len(self._pending) >= MAX_PIPELINED and self._reading and self._transport is not None:
             self._reading = False
             self._transport.pause_reading()
-        if not self._running:
-            self._running = True
-            asyncio.get_running_loop().create_task(self._answer_pending())
+        self._wake()
 
     # --- answering -----------------------------------------------------------------------------
 
@@ -314,42 +330,47 @@ class _Connection(asyncio.Protocol):
         if self._transport is not None and self._reading:
             self._reading = False
             self._transport.pause_reading()
-        if not self._running:
-            self._running = True
-            asyncio.get_running_loop().create_task(self._answer_pending())
+        self._wake()
 
-    async def _answer_pending(self) -> None:
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    async def _answer_requests(self) -> None:
+        """Answer queued requests in order until the connection closes."""
         server = self._server
-        try:
-            while self._pending and not self._closed:
-                item = self._pending.popleft()
-                if isinstance(item, Response):  # a refusal: the last thing this connection says
-                    self._write(item, head_only=False, keep_alive=False)
-                    self.close()
-                    return
-                try:
-                    response = await server.handler(item)
-                except Exception:
-                    log.exception("%s listener: %s %s failed.", server.name, item.method, item.raw_path)
-                    response = server.error_page(500, "Internal Server Error")
-                if self._closed:
-                    return
-                keep_alive = item.keep_alive and not server.closing
-                self._write(response, head_only=item.method == "HEAD", keep_alive=keep_alive, http10=item.http10)
-                if not keep_alive:
-                    self.close()
-                    return
-                if self._can_write is not None:
-                    await self._can_write
-                if not self._reading and len(self._pending) < MAX_PIPELINED // 2 and not self._refused:
-                    self._reading = True
-                    if self._transport is not None:
-                        self._transport.resume_reading()
-        finally:
-            self._running = False
-            self.last_activity = time.monotonic()
-            if server.closing and self.idle:
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            if not self._pending:
+                self._wakeup = loop.create_future()
+                await self._wakeup
+                continue
+            item = self._pending.popleft()
+            if isinstance(item, Response):  # a refusal: the last thing this connection says
+                self._write(item, head_only=False, keep_alive=False)
                 self.close()
+                return
+            self._running = True
+            try:
+                response = await server.handler(item)
+            except Exception:
+                log.exception("%s listener: %s %s failed.", server.name, item.method, item.raw_path)
+                response = server.error_page(500, "Internal Server Error")
+            finally:
+                self._running = False
+            if self._closed:
+                return
+            keep_alive = item.keep_alive and not server.closing
+            self._write(response, head_only=item.method == "HEAD", keep_alive=keep_alive, http10=item.http10)
+            if not keep_alive:
+                self.close()
+                return
+            if self._can_write is not None:
+                await self._can_write
+            if not self._reading and len(self._pending) < MAX_PIPELINED // 2 and not self._refused:
+                self._reading = True
+                if self._transport is not None:
+                    self._transport.resume_reading()
 
     def _write(self, response: Response, *, head_only: bool, keep_alive: bool, http10: bool = False) -> None:
         if self._transport is None or self._closed:

@@ -16,6 +16,7 @@ async def echo(request: Request) -> Response:
     if request.raw_path == "/boom":
         raise RuntimeError("handler bug")
     if request.raw_path == "/slow":
+        request.app["entered"].set()
         await request.app["release"].wait()
     return json_response({"method": request.method, "path": request.raw_path, "body": request.body.decode(),
                           "host": request.host, "remote": request.remote})
@@ -23,7 +24,7 @@ async def echo(request: Request) -> Response:
 
 @pytest.fixture
 async def server() -> AsyncIterator[HttpServer]:
-    srv = HttpServer(echo, max_body=CAP, app={"release": asyncio.Event()}, name="test")
+    srv = HttpServer(echo, max_body=CAP, app={"entered": asyncio.Event(), "release": asyncio.Event()}, name="test")
     await srv.start("127.0.0.1", 0)
     yield srv
     await srv.stop(0)
@@ -171,7 +172,7 @@ async def test_stop_closes_idle_connections_and_lets_in_flight_requests_finish(s
     idle_reader, idle_writer = await connect(server)
     busy_reader, busy_writer = await connect(server)
     busy_writer.write(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
-    await asyncio.wait_for(_until(lambda: any(c._running for c in server._connections)), 10)
+    await asyncio.wait_for(server.app["entered"].wait(), 10)
     stopping = asyncio.create_task(server.stop(10))
     assert await asyncio.wait_for(idle_reader.read(), 10) == b""  # the idle one is closed at once
     with pytest.raises(OSError):
@@ -183,11 +184,6 @@ async def test_stop_closes_idle_connections_and_lets_in_flight_requests_finish(s
     await asyncio.wait_for(stopping, 10)
     idle_writer.close()
     busy_writer.close()
-
-
-async def _until(predicate: object) -> None:
-    while not predicate():  # type: ignore[operator]
-        await asyncio.sleep(0.005)
 
 
 async def test_router_matches_literal_and_template_paths_and_says_404_and_405() -> None:
