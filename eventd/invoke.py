@@ -66,6 +66,7 @@ class Invoker:
         }
         for name, pool in self.pools.items():
             pool.cold_start_hook = self._cold_start_hook(name)
+        self._arns = {name: function_arn(name) for name in config.functions}
         metrics.watch_state(self.state)
 
     def new_request_id(self) -> str:
@@ -127,7 +128,7 @@ class Invoker:
                 try:
                     outcome = await process.invoke(
                         InvokeRequest(
-                            request_id, payload, invoked_arn or function_arn(function), spec.timeout,
+                            request_id, payload, invoked_arn or self._arns[function], spec.timeout,
                             client_context, trace_id,
                         )
                     )

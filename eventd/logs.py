@@ -72,10 +72,7 @@ class DaemonLogging:
     def invocation(self, function: str, request_id: str, start: str, output: list[str], closing: str) -> None:
         """Queue one invocation's whole log: START, the handler's output (tagged), END and REPORT.
         One queue entry per invocation keeps the hot path to a single cheap put."""
-        self._output.put((function, None, start))
-        if output:
-            self._output.put((function, request_id, "".join(output)))
-        self._output.put((function, None, closing))
+        self._output.put((function, request_id, start, output, closing))
 
     def _write_output(self) -> None:
         while True:
@@ -94,17 +91,32 @@ class DaemonLogging:
             if stop:
                 return
 
-    def _write_batch(self, batch: list[tuple[str, str | None, str]]) -> None:
+    def _write_batch(self, batch: list[tuple[str, str | None, str] | tuple[str, str, str, list[str], str]]) -> None:
         stamp = _timestamp()
+        # function -> (request id or None, text) in order; an invocation arrives as one entry
+        pieces: dict[str, list[tuple[str | None, str]]] = {}
+        for entry in batch:
+            mine = pieces.setdefault(entry[0], [])
+            if len(entry) == 3:
+                mine.append((entry[1], entry[2]))
+            else:
+                _, request_id, start, output, closing = entry  # type: ignore[misc]
+                mine.append((None, start))
+                if output:
+                    mine.append((request_id, "".join(output)))
+                mine.append((None, closing))
         to_stderr: list[str] = []
         per_file: dict[str, list[str]] = {}
-        for function, request_id, text in batch:
-            lines = text.splitlines() or [""]
-            for line in lines:
-                tagged = f"{request_id}\t{line}" if request_id else line
-                to_stderr.append(f"{stamp} fn/{function} {tagged}\n")
-                per_file.setdefault(function, []).append(f"{stamp} {tagged}\n")
-        if self._level <= logging.INFO:
+        echo = self._level <= logging.INFO  # function output reaches stderr at info and below only
+        for function, texts in pieces.items():
+            lines_of_file = per_file.setdefault(function, [])
+            for request_id, text in texts:
+                for line in text.splitlines() or [""]:
+                    tagged = f"{request_id}\t{line}" if request_id else line
+                    lines_of_file.append(f"{stamp} {tagged}\n")
+                    if echo:
+                        to_stderr.append(f"{stamp} fn/{function} {tagged}\n")
+        if echo:
             self._stderr.acquire()
             try:
                 self._stream.write("".join(to_stderr))

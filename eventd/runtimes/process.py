@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import enum
 import os
+import select
 import signal
 import socket
 import sys
@@ -39,7 +40,7 @@ class ProcessState(enum.StrEnum):
     DEAD = "dead"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class InvokeRequest:
     request_id: str
     payload: bytes
@@ -114,7 +115,8 @@ class HandlerProcess:
         self._launcher: Launcher = launcher or DirectLauncher()
         self._proc: Launched | None = None
         self._channel: _Channel | None = None
-        self._socket: socket.socket | None = None
+        #: watches the channel for the process hanging up (see hung_up)
+        self._hangup: select.poll | None = None
         self._waiter: asyncio.Future[dict[str, Any]] | None = None
         self._output: list[str] = []
         self._request_id: str | None = None
@@ -129,14 +131,10 @@ class HandlerProcess:
     def hung_up(self) -> bool:
         """True when the process has closed its end of the channel (it died) even if the event loop
         has not yet delivered that EOF: an idle process killed a moment ago must not be handed out."""
-        if self._socket is None or self.state is ProcessState.DEAD:
+        if self._hangup is None or self.state is ProcessState.DEAD:
             return True
-        try:
-            return self._socket.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-        except BlockingIOError:
-            return False
-        except OSError:
-            return True
+        # a zero-timeout poll for the peer's hang-up only: output the process wrote while idle is no sign
+        return bool(self._hangup.poll(0))
 
     async def start(self) -> Outcome:
         """Spawn and run init. On failure the process is gone and the outcome carries the init error."""
@@ -155,7 +153,8 @@ class HandlerProcess:
         finally:
             child.close()
         self.pid = self._proc.pid
-        self._socket = parent
+        self._hangup = select.poll()
+        self._hangup.register(parent.fileno(), select.POLLRDHUP)
         _, self._channel = await loop.create_connection(lambda: _Channel(self), sock=parent)
         self._tasks.append(asyncio.create_task(self._pump_raw_output()))
         try:
