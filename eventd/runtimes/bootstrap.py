@@ -1,8 +1,8 @@
 """The loop inside a handler process (`python -m eventd.runtimes.bootstrap`), like awslambdaric's.
 
 Init once (apply the memory limit, import the user's module), say `ready`, then run one invocation
-at a time until told to stop or the socket closes. Imports only the standard library and msgpack,
-so a cold start costs one interpreter start plus the user's own imports.
+at a time until told to stop or the socket closes. Imports only the standard library, msgpack and
+orjson, so a cold start costs one interpreter start plus the user's own imports.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import importlib
 import io
 import json
 import os
+import re
 import resource
 import select
 import socket
@@ -22,6 +23,7 @@ from importlib import import_module
 from typing import Any
 
 import msgpack
+import orjson
 
 from eventd.runtimes.context import LambdaContext
 from eventd.runtimes.protocol import IPC_FD_ENV, MAX_RESPONSE_BYTES, MEMORY_ENV
@@ -194,7 +196,7 @@ def _invoke(handler: Any, message: dict[str, Any]) -> tuple[dict[str, Any], bool
         os.environ.pop("_X_AMZN_TRACE_ID", None)
     try:
         raw = message["payload"]
-        event = json.loads(raw) if raw else {}
+        event = _loads(raw) if raw else {}
     except ValueError as exc:
         return {"t": "error", "error": _fault("Runtime.UnmarshalError", f"Unable to unmarshal input: {exc}")}, False
     context = LambdaContext(request_id, message["arn"], message["deadline_ms"], message.get("client_context"))
@@ -222,6 +224,22 @@ def _invoke(handler: Any, message: dict[str, Any]) -> tuple[dict[str, Any], bool
         )
         return {"t": "error", "error": error}, False
     return {"t": "result", "payload": payload}, False
+
+
+#: 19 digits in a row: maybe an integer beyond 64 bits, which orjson would turn into a float
+_LONG_NUMBER = re.compile(rb"\d{19}")
+
+
+def _loads(raw: bytes) -> Any:
+    """The event exactly as json.loads (the Lambda Python runtime's parser) gives it, via orjson when
+    that is sure to agree: orjson parses a no-op's event in a third of the time, but reads integers
+    beyond 64 bits as floats and refuses NaN, Infinity and lone surrogates, which json accepts."""
+    if _LONG_NUMBER.search(raw) is None:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(raw)
 
 
 @functools.cache

@@ -29,6 +29,10 @@ INIT_TIMEOUT_S = 10.0
 #: How long a process asked to stop may take before it is killed.
 STOP_GRACE_S = 1.0
 
+#: One packer for every invoke frame (msgpack.packb builds a new one, buffer and all, per call);
+#: the event loop is single-threaded, so sharing it is safe.
+_PACKER = msgpack.Packer()
+
 #: Called with (function, request_id or None, text) for every piece of handler output.
 OutputSink = Callable[[str | None, str], None]
 
@@ -188,7 +192,7 @@ class HandlerProcess:
         started = time.perf_counter()
         deadline_ms = int(time.time() * 1000 + request.timeout_s * 1000)
         self._channel.transport.write(
-            msgpack.packb(
+            _PACKER.pack(
                 {
                     "t": "invoke",
                     "id": request.request_id,
