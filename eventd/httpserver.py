@@ -36,7 +36,8 @@ REQUEST_TIMEOUT_S = 60.0
 #: pipelined requests queued on one connection before it stops reading more
 MAX_PIPELINED = 32
 
-_REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
+_STATUS_LINES = {status.value: b"HTTP/1.1 %d %s\r\n" % (status.value, status.phrase.encode())
+                 for status in http.HTTPStatus}
 _NO_BODY_STATUSES = frozenset({204, 304})
 _NO_QUERY: MultiDictProxy[str] = MultiDictProxy(MultiDict())
 
@@ -376,11 +377,12 @@ class _Connection(asyncio.Protocol):
         if self._transport is None or self._closed:
             return
         status = response.status
-        parts = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown")), self._server.date_header()]
+        parts = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status, self._server.date_header()]
         if response.content_type is not None:
             parts.append(b"Content-Type: " + response.content_type.encode() + b"\r\n")
-        for name, value in response.headers:
-            parts.append(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1", "replace")))
+        if response.headers:
+            parts.append("".join([f"{name}: {value}\r\n" for name, value in response.headers])
+                         .encode("latin-1", "replace"))
         body = response.body
         if status in _NO_BODY_STATUSES or 100 <= status < 200:
             body = b""
@@ -422,6 +424,8 @@ class Router:
     def __init__(self) -> None:
         self._literal: dict[str, dict[str, Handler]] = {}
         self._templates: list[tuple[tuple[str, ...], dict[str, Handler]]] = []
+        #: (segment count, first segment) -> the templates that can match such a path, in order
+        self._buckets: dict[tuple[int, str], list[tuple[tuple[str, ...], dict[str, Handler]]]] = {}
 
     def add(self, method: str, template: str, handler: Handler) -> None:
         methods: dict[str, Handler]
@@ -433,6 +437,7 @@ class Router:
             if existing is None:
                 existing = {}
                 self._templates.append((segments, existing))
+                self._buckets.clear()  # rebuilt on the next resolve
             methods = existing
         methods[method] = handler
         if method == "GET":
@@ -443,9 +448,14 @@ class Router:
         methods = self._literal.get(path)
         if methods is None:
             parts = path.strip("/").split("/")
-            for segments, candidate in self._templates:
-                if len(segments) != len(parts):
-                    continue
+            if not self._buckets:
+                for entry in self._templates:
+                    first = entry[0][0]
+                    key = (len(entry[0]), "{" if first.startswith("{") else first)
+                    self._buckets.setdefault(key, []).append(entry)
+            # templates led by a parameter are tried after those whose first segment is the path's
+            candidates = self._buckets.get((len(parts), parts[0]), []) + self._buckets.get((len(parts), "{"), [])
+            for segments, candidate in candidates:
                 params = {}
                 for pattern, part in zip(segments, parts, strict=True):
                     if pattern.startswith("{"):
