@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -164,6 +165,35 @@ def test_raw_http_edges(daemon: Daemon) -> None:
     assert http("POST", url, b"123456789012345678901234567890").json() == 123456789012345678901234567890
     reply = http("GET", f"{daemon.url}/no/such/path")
     assert reply.status == 404 and reply.headers["content-type"].startswith("application/json")
+
+
+def _raw_exchange(daemon: Daemon, data: bytes) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """Send bytes on a fresh connection; the one answer (status, headers, JSON body)."""
+    host, port = daemon.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(data)
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += conn.recv(65536)
+        head, _, body = received.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        headers = {k.lower(): v for k, _, v in (line.partition(": ") for line in lines[1:])}
+        while len(body) < int(headers["content-length"]):
+            body += conn.recv(65536)
+    return int(lines[0].split()[1]), headers, json.loads(body)
+
+
+def test_requests_the_server_refuses_get_lambda_errors(daemon: Daemon) -> None:
+    # a body over 6 MB is refused from its Content-Length, before it is sent
+    status, headers, body = _raw_exchange(
+        daemon, b"POST /2015-03-31/functions/echo/invocations HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Length: 7000000\r\n\r\n")
+    assert status == 413 and headers["x-amzn-errortype"] == "RequestTooLargeException"
+    assert headers["connection"] == "close" and "6291456 bytes" in body["message"]
+    status, headers, body = _raw_exchange(daemon, b"\x16\x03\x01 not http\r\n\r\n")  # TLS to a plain port
+    assert status == 400 and body["Type"] == "User" and headers["x-amzn-errortype"]
+    status, headers, body = _raw_exchange(daemon, b"GET /2015-03-31/functions/echo/invocations HTTP/1.1\r\n\r\n")
+    assert status == 405 and headers["allow"] == "POST" and headers["x-amzn-errortype"] == "MethodNotAllowedException"
 
 
 def test_health_and_ready(daemon: Daemon) -> None:
