@@ -43,6 +43,16 @@ async def connect(server: HttpServer) -> tuple[asyncio.StreamReader, asyncio.Str
     return await asyncio.open_connection("127.0.0.1", server.port)
 
 
+async def last_answer(server: HttpServer, data: bytes) -> tuple[int, dict[str, str]]:
+    """Send `data` on a new connection and expect one answer, after which the server closes it."""
+    reader, writer = await connect(server)
+    writer.write(data)
+    status, headers, _ = await read_response(reader)
+    assert await asyncio.wait_for(reader.read(), 10) == b""  # closed
+    writer.close()
+    return status, headers
+
+
 def post(path: str, body: bytes, extra: str = "") -> bytes:
     return f"POST {path} HTTP/1.1\r\nHost: h\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
 
@@ -86,22 +96,16 @@ async def test_expect_100_continue_gets_the_interim_answer_first(server: HttpSer
 
 
 async def test_a_declared_body_over_the_cap_is_refused_before_it_is_sent(server: HttpServer) -> None:
-    reader, writer = await connect(server)
-    writer.write(f"POST /big HTTP/1.1\r\nHost: h\r\nContent-Length: {CAP + 1}\r\nExpect: 100-continue\r\n\r\n".encode())
-    status, headers, body = await read_response(reader)
-    assert status == 413 and headers["connection"] == "close" and b"Too Large" in body
-    assert await asyncio.wait_for(reader.read(), 10) == b""  # closed
-    writer.close()
+    status, headers = await last_answer(
+        server, f"POST /big HTTP/1.1\r\nHost: h\r\nContent-Length: {CAP + 1}\r\nExpect: 100-continue\r\n\r\n".encode())
+    assert status == 413 and headers["connection"] == "close"
 
 
 async def test_a_chunked_body_over_the_cap_is_refused(server: HttpServer) -> None:
-    reader, writer = await connect(server)
     chunk = b"%x\r\n%s\r\n" % (600, b"y" * 600)
-    writer.write(b"POST /big HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk + chunk)
-    status, _, _ = await read_response(reader)
+    status, _ = await last_answer(
+        server, b"POST /big HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk + chunk)
     assert status == 413
-    assert await asyncio.wait_for(reader.read(), 10) == b""
-    writer.close()
 
 
 async def test_a_body_at_the_cap_is_accepted(server: HttpServer) -> None:
@@ -113,21 +117,13 @@ async def test_a_body_at_the_cap_is_accepted(server: HttpServer) -> None:
 
 
 async def test_garbage_gets_400_and_the_connection_is_closed(server: HttpServer) -> None:
-    reader, writer = await connect(server)
-    writer.write(b"NOT HTTP AT ALL\r\n\r\n")
-    status, headers, _ = await read_response(reader)
+    status, headers = await last_answer(server, b"NOT HTTP AT ALL\r\n\r\n")
     assert status == 400 and headers["connection"] == "close"
-    assert await asyncio.wait_for(reader.read(), 10) == b""
-    writer.close()
 
 
 async def test_http_1_0_closes_unless_asked_to_keep_alive(server: HttpServer) -> None:
-    reader, writer = await connect(server)
-    writer.write(b"GET /old HTTP/1.0\r\n\r\n")
-    status, headers, _ = await read_response(reader)
+    status, headers = await last_answer(server, b"GET /old HTTP/1.0\r\n\r\n")
     assert status == 200 and headers["connection"] == "close"
-    assert await asyncio.wait_for(reader.read(), 10) == b""
-    writer.close()
     reader, writer = await connect(server)
     for _ in range(2):
         writer.write(b"GET /old HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
@@ -137,12 +133,8 @@ async def test_http_1_0_closes_unless_asked_to_keep_alive(server: HttpServer) ->
 
 
 async def test_connection_close_from_the_client_is_honoured(server: HttpServer) -> None:
-    reader, writer = await connect(server)
-    writer.write(b"GET /bye HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
-    status, headers, _ = await read_response(reader)
+    status, headers = await last_answer(server, b"GET /bye HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
     assert status == 200 and headers["connection"] == "close"
-    assert await asyncio.wait_for(reader.read(), 10) == b""
-    writer.close()
 
 
 async def test_head_has_the_length_but_no_body(server: HttpServer) -> None:
