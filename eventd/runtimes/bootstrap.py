@@ -7,6 +7,7 @@ orjson, so a cold start costs one interpreter start plus the user's own imports.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import io
@@ -136,6 +137,12 @@ def main() -> None:
         # calls memory far better than RLIMIT_AS. The interpreter itself takes about 15 MB of it.
         limit = memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    # The daemon wakes a handler by writing its request, then goes on dispatching others. Under the
+    # default policy the woken handler preempts it on the spot; SCHED_BATCH (no privilege needed)
+    # lets the daemon keep its CPU while the handler runs beside it. Measured on the HTTP route
+    # benchmark: 5 of 6 interleaved runs faster, about 10% less handler CPU per request.
+    with contextlib.suppress(OSError, AttributeError):
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     channel = Channel(socket.socket(fileno=int(os.environ.pop(IPC_FD_ENV))))
     log = LogStream(channel)
     sys.stdout = sys.stderr = log
