@@ -35,3 +35,18 @@ async def test_an_idle_process_that_died_before_the_loop_noticed_is_not_handed_o
         pool.checkin(checkout.process)
     finally:
         await pool.stop()
+
+
+async def test_handler_processes_run_under_sched_batch(tmp_path: Path) -> None:
+    (tmp_path / "policy.py").write_text("import os\n\ndef handler(event, context):\n    return os.sched_getscheduler(0)\n")
+    pool = FunctionPool("fn", FunctionSpec(handler="policy.handler", code=tmp_path), tmp_path,
+                        lambda name: lambda request_id, text: None)
+    await pool.start()
+    try:
+        checkout = await pool.checkout()
+        assert checkout.process is not None
+        outcome = await checkout.process.invoke(InvokeRequest("req-1", b"{}", "arn", 3.0))
+        assert int(outcome.payload or b"-1") == os.SCHED_BATCH
+        pool.checkin(checkout.process)
+    finally:
+        await pool.stop()
