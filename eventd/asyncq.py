@@ -122,7 +122,7 @@ class AsyncInvocations:
         self._rng = rng or random.Random()
         self._runners = {name: _Runner(self, name) for name in config.functions}
         self._accepting = _AcceptBatch(queues)
-        self._received = {name: metrics.async_received.labels(name) for name in config.functions}
+        self._received = {name: metrics.loop_counter(metrics.async_received, name) for name in config.functions}
         self.webhooks = WebhookDelivery(config, queues, metrics)
 
     @property

@@ -13,7 +13,6 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 
@@ -33,7 +32,7 @@ from eventd.httpevents import (
 )
 from eventd.httpserver import HttpServer, Request, Response
 from eventd.invoke import Invoker
-from eventd.metrics import Metrics
+from eventd.metrics import LoopCounter, LoopHistogram, Metrics
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +68,11 @@ class HttpSource:
         self._templates = [route.template for route in self._routes]
         self._by_template = {id(route.template): route for route in self._routes}
         self.routes = [r.name for r in self._routes]
+        # metric children, looked up once per label set rather than per request
+        self._counters: dict[tuple[str, int], LoopCounter] = {}
+        self._timers: dict[str, LoopHistogram] = {}
         self._server = HttpServer(self._handle, max_body=max((r.spec.max_body for r in self._routes), default=0),
                                   error_page=_message, name="HTTP routes")
-        # metric children, looked up once per label set rather than per request
-        self._counters: dict[tuple[str, int], Any] = {}
-        self._timers: dict[str, Any] = {}
 
     async def start(self) -> None:
         await self._server.start(*self._listen)
@@ -89,12 +88,12 @@ class HttpSource:
             _add_cors(response, route.spec.cors, request)
         counter = self._counters.get((label, response.status))
         if counter is None:
-            counter = self._counters[(label, response.status)] = self._metrics.http_requests.labels(
-                label, str(response.status))
+            counter = self._counters[(label, response.status)] = self._metrics.loop_counter(
+                self._metrics.http_requests, label, str(response.status))
         counter.inc()
         timer = self._timers.get(label)
         if timer is None:
-            timer = self._timers[label] = self._metrics.http_duration.labels(label)
+            timer = self._timers[label] = self._metrics.loop_histogram(self._metrics.http_duration, label)
         timer.observe(time.perf_counter() - started)
         return response
 
