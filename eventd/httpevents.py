@@ -141,6 +141,27 @@ def select_route(
     return None if best is None else (best[1], best[2])
 
 
+class RouteTable:
+    """`select_route` with a dict in front: a path that equals a literal template (no parameters) is
+    found without trying every template. Such a match is always the most specific one, and a named
+    method ranks above ANY, so the dict answers exactly what select_route would."""
+
+    def __init__(self, routes: Sequence[RouteTemplate]) -> None:
+        self.routes = list(routes)
+        self._literal: dict[tuple[str | None, str], RouteTemplate] = {}
+        for route in self.routes:
+            if "{" not in route.path:
+                for method in route.method_set or (None,):
+                    self._literal.setdefault((method, route.path), route)
+
+    def select(self, method: str, path: str) -> tuple[RouteTemplate, dict[str, str]] | None:
+        if "%" not in path:  # templates match decoded segments: leave encoded paths to select_route
+            hit = self._literal.get((method.upper(), path)) or self._literal.get((None, path))
+            if hit is not None:
+                return hit, {}
+        return select_route(self.routes, method, path)
+
+
 def route_key(route: RouteTemplate, method: str) -> str:
     return f"{method.upper() if route.method_set is not None else 'ANY'} {route.path}"
 

@@ -8,10 +8,13 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from eventd.httpevents import (
     HttpResponse,
     InvalidResponse,
+    RouteTable,
     RouteTemplate,
     build_event,
     build_response,
@@ -324,3 +327,26 @@ def test_non_json_result_is_invalid() -> None:
     with pytest.raises(InvalidResponse):
         build_response(b"not json")
     assert issubclass(InvalidResponse, ValueError)
+
+
+def _template(methods: frozenset[str] | None, parts: list[str], greedy: bool) -> RouteTemplate:
+    named = [f"{{v{i}}}" if part == "{}" else part for i, part in enumerate(parts)]  # valid: distinct names
+    return RouteTemplate(methods, "/" + "/".join(named + ["{proxy+}"] * greedy))
+
+
+_templates = st.builds(
+    _template,
+    st.one_of(st.none(), st.frozensets(st.sampled_from(["GET", "POST"]), min_size=1)),
+    st.lists(st.sampled_from(["a", "b", "{}", "x"]), max_size=3),
+    st.booleans(),
+)
+
+
+@example([RouteTemplate(None, "/a"), RouteTemplate(frozenset({"GET"}), "/a")], "GET", ["a"])
+@example([RouteTemplate(None, "/{proxy+}"), RouteTemplate(None, "/a")], "GET", ["a"])
+@given(st.lists(_templates, max_size=6), st.sampled_from(["GET", "POST", "PUT"]),
+       st.lists(st.sampled_from(["a", "b", "x", "a%2Fb", ""]), max_size=3))
+def test_the_route_table_selects_what_select_route_does(routes: list[RouteTemplate], method: str,
+                                                        parts: list[str]) -> None:
+    path = "/" + "/".join(parts)
+    assert RouteTable(routes).select(method, path) == select_route(routes, method, path)

@@ -23,12 +23,12 @@ from eventd.dispatch import Throttled
 from eventd.errors import EventdError
 from eventd.httpevents import (
     InvalidResponse,
+    RouteTable,
     RouteTemplate,
     build_event,
     build_response,
     compile_template,
     route_key,
-    select_route,
 )
 from eventd.httpserver import HttpServer, Request, Response
 from eventd.invoke import Invoker
@@ -65,7 +65,7 @@ class HttpSource:
             _Route(spec, name, RouteTemplate(spec.http.methods(), spec.http.path), _secret(spec, name))
             for name, spec in routes
         ]
-        self._templates = [route.template for route in self._routes]
+        self._table = RouteTable([route.template for route in self._routes])
         self._by_template = {id(route.template): route for route in self._routes}
         self.routes = [r.name for r in self._routes]
         # metric children, looked up once per label set rather than per request
@@ -102,7 +102,7 @@ class HttpSource:
         path = request.raw_path.partition("?")[0]
         method = request.method
         # API Gateway's priority (most specific template, then a named method over ANY) lives in one place
-        found = select_route(self._templates, method, path)
+        found = self._table.select(method, path)
         if found is not None:
             template, params = found
             return self._by_template[id(template)], await self._serve(self._by_template[id(template)], params, request)
