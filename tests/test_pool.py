@@ -50,3 +50,23 @@ async def test_handler_processes_run_under_sched_batch(tmp_path: Path) -> None:
         pool.checkin(checkout.process)
     finally:
         await pool.stop()
+
+
+async def test_the_trace_id_is_in_the_environment_of_its_invocation_only(tmp_path: Path) -> None:
+    (tmp_path / "trace.py").write_text(
+        "import os\n\ndef handler(event, context):\n    return os.environ.get('_X_AMZN_TRACE_ID')\n")
+    pool = FunctionPool("fn", FunctionSpec(handler="trace.handler", code=tmp_path), tmp_path,
+                        lambda name: lambda request_id, text: None)
+    await pool.start()
+    try:
+        checkout = await pool.checkout()
+        process = checkout.process
+        assert process is not None
+        seen = []
+        for trace_id in ("Root=1-abc", None, None, "Root=1-def"):
+            outcome = await process.invoke(InvokeRequest("req", b"{}", "arn", 3.0, trace_id=trace_id))
+            seen.append(outcome.payload)
+        assert seen == [b'"Root=1-abc"', b"null", b"null", b'"Root=1-def"']
+        pool.checkin(process)
+    finally:
+        await pool.stop()

@@ -13,7 +13,6 @@ import importlib
 import io
 import json
 import os
-import re
 import resource
 import select
 import socket
@@ -30,6 +29,8 @@ from eventd.runtimes.context import LambdaContext
 from eventd.runtimes.protocol import IPC_FD_ENV, MAX_RESPONSE_BYTES, MEMORY_ENV
 
 _THIS_FILE = __file__
+#: whether the last invocation put a trace id in the environment
+_trace_set = "_X_AMZN_TRACE_ID" in os.environ
 _IMPORTLIB_FILE = importlib.__file__
 #: Bytes of handler output buffered before a log frame is sent even without a newline.
 _LOG_CHUNK = 4096
@@ -197,10 +198,13 @@ def _load_handler(spec: str, task_root: str | None) -> tuple[Any, dict[str, Any]
 
 def _invoke(handler: Any, message: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     request_id = message["id"]
+    global _trace_set
     if message.get("trace_id"):
         os.environ["_X_AMZN_TRACE_ID"] = message["trace_id"]
-    else:
+        _trace_set = True
+    elif _trace_set:  # only undo what an earlier invocation set: os.environ.pop costs a failed lookup
         os.environ.pop("_X_AMZN_TRACE_ID", None)
+        _trace_set = False
     try:
         raw = message["payload"]
         event = _loads(raw) if raw else {}
@@ -233,15 +237,17 @@ def _invoke(handler: Any, message: dict[str, Any]) -> tuple[dict[str, Any], bool
     return {"t": "result", "payload": payload}, False
 
 
-#: 19 digits in a row: maybe an integer beyond 64 bits, which orjson would turn into a float
-_LONG_NUMBER = re.compile(rb"\d{19}")
+#: Digits to "0", everything else to " ": 19 zeros in a row after translate() mark a number orjson
+#: may read as a float (an integer beyond 64 bits). translate and `in` are ten times a regex's speed.
+_DIGITS = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
+_LONG_NUMBER = b"0" * 19
 
 
 def _loads(raw: bytes) -> Any:
     """The event exactly as json.loads (the Lambda Python runtime's parser) gives it, via orjson when
     that is sure to agree: orjson parses a no-op's event in a third of the time, but reads integers
     beyond 64 bits as floats and refuses NaN, Infinity and lone surrogates, which json accepts."""
-    if _LONG_NUMBER.search(raw) is None:
+    if _LONG_NUMBER not in raw.translate(_DIGITS):
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
