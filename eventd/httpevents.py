@@ -260,6 +260,8 @@ class HttpResponse:
 
 
 def _header_text(value: Any, what: str) -> str:
+    if type(value) is str and "\r" not in value and "\n" not in value:  # the usual case, checked first
+        return value
     if isinstance(value, bool):
         text = "true" if value else "false"  # JSON spelling, not Python's True/False
     elif isinstance(value, str):
@@ -284,7 +286,7 @@ def build_response(result_json: bytes) -> HttpResponse:
         body = result.encode() if isinstance(result, str) else orjson.dumps(result)
         return HttpResponse(200, json_type, body)
     status = result["statusCode"]
-    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+    if type(status) is not int or not 100 <= status <= 599:  # not bool either: type(True) is bool
         raise InvalidResponse(f"statusCode must be an integer 100-599, got {status!r}")
     raw_headers = result.get("headers")
     raw_headers = {} if raw_headers is None else raw_headers
