@@ -210,7 +210,7 @@ def build_event(
         else:
             joined[key] = f"{joined[key]},{value}" if key in joined else value
     query: dict[str, str] = {}
-    for k, v in parse_qsl(raw_query, keep_blank_values=True):
+    for k, v in parse_qsl(raw_query, keep_blank_values=True) if raw_query else ():
         query[k] = f"{query[k]},{v}" if k in query else v
     event: dict[str, Any] = {"version": "2.0", "routeKey": route_key, "rawPath": raw_path, "rawQueryString": raw_query}
     if cookies:
