@@ -71,7 +71,7 @@ def not_found(name: str, qualifier: str | None = None) -> ApiError:
 
 
 _ERROR_CODES = {400: "InvalidRequestContentException", 404: "ResourceNotFoundException",
-                405: "MethodNotAllowedException"}
+                405: "MethodNotAllowedException", 431: "InvalidRequestContentException"}
 
 
 def error_page(status: int, message: str) -> Response:

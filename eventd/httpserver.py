@@ -35,6 +35,8 @@ KEEPALIVE_TIMEOUT_S = 75.0
 REQUEST_TIMEOUT_S = 60.0
 #: pipelined requests queued on one connection before it stops reading more
 MAX_PIPELINED = 32
+#: request line and headers together; more is answered 431 (httptools itself sets no limit)
+MAX_HEAD_BYTES = 64 * 1024
 
 _STATUS_LINES = {status.value: b"HTTP/1.1 %d %s\r\n" % (status.value, status.phrase.encode())
                  for status in http.HTTPStatus}
@@ -217,6 +219,9 @@ class _Connection(asyncio.Protocol):
         self._expect: bytes | None = None
         self._body: list[bytes] = []
         self._size = 0
+        self._head_size = 0
+        #: the client closed its sending side: answer what it sent, then close
+        self._eof = False
 
     @property
     def idle(self) -> bool:
@@ -256,6 +261,11 @@ class _Connection(asyncio.Protocol):
         self._wake()
         self._server._forget(self)
 
+    def eof_received(self) -> bool:
+        self._eof = True
+        # keep the sending side open only to answer requests already received in full
+        return bool(self._pending or self._running)
+
     def pause_writing(self) -> None:
         self._can_write = asyncio.get_running_loop().create_future()
 
@@ -273,11 +283,21 @@ class _Connection(asyncio.Protocol):
         self._content_length = self._expect = None
         self._body = []
         self._size = 0
+        self._head_size = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._count_head(len(url))
+
+    def _count_head(self, size: int) -> None:
+        self._head_size += size
+        if self._head_size > MAX_HEAD_BYTES and not self._refused:
+            self._refuse(431, "Request Header Fields Too Large")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._refused:
+            return
+        self._count_head(len(name) + len(value))
         self._headers.append((name.decode("latin-1"), value.decode("utf-8", "replace")))
         if len(name) in (6, 14):  # the two headers the server itself acts on
             lowered = name.lower()
@@ -287,6 +307,8 @@ class _Connection(asyncio.Protocol):
                 self._expect = value
 
     def on_headers_complete(self) -> None:
+        if self._refused:
+            return
         length = self._content_length
         if length is not None and length.isdigit() and int(length) > self._server.max_body:
             self._refuse(413, "Request Entity Too Large")
@@ -343,6 +365,9 @@ class _Connection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         while not self._closed:
             if not self._pending:
+                if self._eof:
+                    self.close()
+                    return
                 self._wakeup = loop.create_future()
                 await self._wakeup
                 continue

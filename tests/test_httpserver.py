@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -51,6 +51,12 @@ async def last_answer(server: HttpServer, data: bytes) -> tuple[int, dict[str, s
     assert await asyncio.wait_for(reader.read(), 10) == b""  # closed
     writer.close()
     return status, headers
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 10) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():  # noqa: ASYNC110 - polls server state that has no event to wait on
+            await asyncio.sleep(0.01)
 
 
 def post(path: str, body: bytes, extra: str = "") -> bytes:
@@ -203,3 +209,23 @@ async def test_router_matches_literal_and_template_paths_and_says_404_and_405() 
     with pytest.raises(RouteError) as wrong:
         router.resolve(request("GET", "/functions/f/invocations"))
     assert wrong.value.status == 405 and wrong.value.headers == [("Allow", "DELETE, POST")]
+
+
+async def test_a_client_that_half_closes_still_gets_its_answers(server: HttpServer) -> None:
+    reader, writer = await connect(server)
+    writer.write(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n" + post("/two", b"2"))
+    writer.write_eof()  # done sending, still reading (HTTP/1.0-style clients, `nc -N`)
+    await asyncio.wait_for(server.app["entered"].wait(), 10)
+    await until(lambda: any(c._eof for c in server._connections))  # the server has seen the EOF
+    server.app["release"].set()
+    for path in (b"/slow", b"/two"):
+        status, _, body = await read_response(reader)
+        assert status == 200 and b'"path":"%s"' % path in body
+    assert await asyncio.wait_for(reader.read(), 10) == b""
+    writer.close()
+
+
+async def test_a_head_over_the_limit_gets_431(server: HttpServer) -> None:
+    huge = "x" * (64 * 1024)
+    status, headers = await last_answer(server, f"GET /h HTTP/1.1\r\nHost: h\r\nX-Big: {huge}\r\n\r\n".encode())
+    assert status == 431 and headers["connection"] == "close"
