@@ -23,7 +23,9 @@ from eventd.ids import message_ids
 from eventd.store.engine import Operation, Store, all_of
 
 
-@dataclass(frozen=True)
+# slots, not frozen: a frozen dataclass sets each field through object.__setattr__, which made building
+# one (once per accepted event or sent message) cost 5.7 us instead of 1.6
+@dataclass(slots=True)
 class NewMessage:
     body: bytes
     attributes: dict[str, Any] | None = None
