@@ -252,7 +252,7 @@ def build_event(
     return event
 
 
-@dataclass
+@dataclass(slots=True)
 class HttpResponse:
     status: int
     headers: list[tuple[str, str]]  # multi-valued allowed (set-cookie)
