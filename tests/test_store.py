@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+import sqlite_utils
 
 from eventd.store.engine import Store
 from eventd.store.queues import (
@@ -17,9 +18,10 @@ from eventd.store.queues import (
     op_delete_many,
     op_receive,
     op_receive_batch,
+    op_receive_fifo,
     op_send,
 )
-from eventd.store.schema import migrate
+from eventd.store.schema import MIGRATIONS, migrate
 
 
 class Clock:
@@ -209,3 +211,21 @@ def test_delete_many_deletes_only_messages_whose_receipt_is_current() -> None:
     assert op_delete_many("q", receipts)(conn) == 1_190
     assert op_delete_many("q", [m.receipt for m in again])(conn) == 10
     assert conn.execute("SELECT queue FROM messages").fetchall() == [("other",)]
+
+
+def test_a_version_4_store_moves_to_the_partial_group_index(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    db = sqlite_utils.Database(conn)
+    for step in MIGRATIONS[:4]:
+        step(db)
+    conn.execute("PRAGMA user_version=4")
+    op_send("f", [NewMessage(b"a", group_id="g"), NewMessage(b"b", group_id="g")], 0)(conn)
+    op_send("q", [NewMessage(b"c")], 0)(conn)
+    assert migrate(conn) == len(MIGRATIONS)
+    sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'messages_group'").fetchone()[0]
+    assert sql.endswith("WHERE group_id IS NOT NULL")
+    # FIFO order still holds: the second message of the group waits for the first
+    [first] = op_receive_fifo("f", 1, 30, 1.0)(conn)
+    assert first.body == b"a" and op_receive_fifo("f", 10, 30, 1.0)(conn) == []
+    assert [m.body for m in op_receive("q", 10, 30, 1.0)(conn)] == [b"c"]
