@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 import uuid
 import zlib
@@ -23,14 +24,21 @@ from eventd.config import mapping_name
 from eventd.config.model import Config, QueueRouteSpec, StreamRouteSpec
 from eventd.destinations import WebhookDelivery, destination_ops, mapping_outbox
 from eventd.dispatch import Throttled
-from eventd.events import batch_event, kinesis_record, sqs_record, stream_arn
+from eventd.events import SqsEvents, batch_event, kinesis_record, sqs_record, stream_arn
 from eventd.invoke import InvocationResult, Invoker
 from eventd.metrics import Metrics
 from eventd.patterns import Filter, compile_filters
 from eventd.retry import THROTTLE_BACKOFF, Backoff
 from eventd.runtimes.pool import function_arn
 from eventd.store.engine import Operation, all_of
-from eventd.store.queues import Message, QueueStore, Redrive, op_delete, op_delete_many, op_return_uncounted
+from eventd.store.queues import (
+    Message,
+    QueueStore,
+    Redrive,
+    op_delete_many,
+    op_receive_batch,
+    op_return_uncounted,
+)
 from eventd.store.streams import StreamRecord, StreamStore, op_checkpoint, sequence_number, shard_id
 
 log = logging.getLogger(__name__)
@@ -133,6 +141,15 @@ class _Worker:
 
 
 class QueueMapping(_Worker):
+    """One poller per queue route, and one task per batch in flight.
+
+    Lifecycle: the poller receives what free concurrency can take and starts a batch task per batch.
+    A batch task takes its slot, invokes, and then (no batching window, standard queue, not stopping,
+    a slot to be had) deletes what succeeded *and* receives its next batch in the same commit, and
+    runs that one: one store round trip per batch instead of two, and no hand-off back to the poller
+    while the queue has work. It ends, handing back to the poller, when that receive finds nothing.
+    """
+
     def __init__(self, route: QueueRouteSpec, config: Config, invoker: Invoker, queues: QueueStore,
                  metrics: Metrics) -> None:
         super().__init__()
@@ -146,10 +163,17 @@ class QueueMapping(_Worker):
                          if self._spec.dead_letter else None)
         self._filter: Filter = compile_filters(route.filters)
         self._policy = BatchPolicy(route.batch_size, route.max_batch_bytes, route.batching_window)
+        # a batch can roll straight on to the next only without a window (a window gathers across
+        # receives) and on standard queues (a FIFO group's order is kept by the poller's single receive)
+        self._chains = route.batching_window == 0 and not self._spec.fifo
+        self._events = SqsEvents(route.queue)
         self._max_batches = route.max_concurrency or 1_000_000
         self._active = 0
         self._throttles = 0
         self._throttled_until = 0.0
+        self._batch_size = metrics.mapping_batch_size.labels(self.name)
+        self._outcomes = {outcome: metrics.mapping_batches.labels(self.name, outcome)
+                          for outcome in ("success", "partial", "failure", "throttled")}
         self.wake = asyncio.Event()
         queues.subscribe(route.queue, self.wake)
 
@@ -190,10 +214,7 @@ class QueueMapping(_Worker):
             self.wake.clear()
             messages, dead_lettered = await self._queues.receive_batch(
                 queue, want, self._spec.visibility_timeout, self._redrive, fifo=self._spec.fifo)
-            if dead_lettered:
-                assert self._redrive is not None
-                self._metrics.queue_dead_lettered.labels(queue, self._redrive.dead_letter).inc(dead_lettered)
-                self._queues.notify(self._redrive.dead_letter)
+            self._count_dead_lettered(dead_lettered)
             for message in messages:
                 size = len(message.body) + _RECORD_OVERHEAD
                 if not batcher.fits(size) or batcher.full:
@@ -209,6 +230,12 @@ class QueueMapping(_Worker):
                 await self._queues.wait_for_visible(queue, self.wake)
             else:
                 await self._wait_wake(max(0.0, deadline - time.monotonic()))
+
+    def _count_dead_lettered(self, count: int) -> None:
+        if count:
+            assert self._redrive is not None
+            self._metrics.queue_dead_lettered.labels(self.route.queue, self._redrive.dead_letter).inc(count)
+            self._queues.notify(self._redrive.dead_letter)
 
     async def _wait_wake(self, timeout: float | None) -> None:
         with contextlib.suppress(TimeoutError):
@@ -227,62 +254,124 @@ class QueueMapping(_Worker):
             await dispatcher.wait_for_release()
 
     async def _run_batch(self, batch: list[Message]) -> None:
-        queue = self.route.queue
-        await self._take_slot()
-        slot_held = True
+        """Run `batch`, then each next batch received in its settling commit (see the class docstring)."""
         try:
-            kept: list[Message] = []
-            records: list[dict[str, Any]] = []
-            dropped: list[Operation[Any]] = []
-            for message in batch:
-                record = sqs_record(queue, message)
-                # filters see the record as sent, with a JSON body parsed
-                if self._filter.is_empty or self._filter.matches({**record, "body": _parse_json(message.body)}):
-                    kept.append(message)
-                    records.append(record)
-                else:
-                    dropped.append(op_delete(queue, message.receipt))  # Lambda deletes what filters reject
-            if dropped:
-                await self._queues.transact(*dropped)
-                self._metrics.mapping_filtered.labels(self.name).inc(len(dropped))
-            if not kept:
-                return
-            self._metrics.mapping_batch_size.labels(self.name).observe(len(kept))
-            event = batch_event(records)
-            try:
-                slot_held = False  # invoke_sync releases it from here on
-                result = await self._invoker.invoke_sync(self.route.function, event, slot_held=True)
-            except Throttled:
-                await self._queues.transact(*(op_return_uncounted(queue, m.receipt, self._queues.clock())
-                                              for m in kept))
-                self._throttles += 1
-                self._throttled_until = time.monotonic() + THROTTLE_BACKOFF.delay(self._throttles)
-                self._metrics.mapping_batches.labels(self.name, "throttled").inc()
-                return
-            self._throttles = 0
-            await self._settle(kept, result)
+            await self._take_slot()
+            next_batch: list[Message] | None = batch
+            while next_batch:
+                next_batch = await self._run_one(next_batch)
         finally:
-            if slot_held:
-                self._invoker.dispatcher.release(self.route.function)
             self._active -= 1
             self.wake.set()
 
-    async def _settle(self, batch: list[Message], result: InvocationResult) -> None:
-        """Delete what succeeded; what failed becomes visible again after the visibility timeout."""
+    async def _run_one(self, batch: list[Message]) -> list[Message] | None:
+        """Invoke `batch` (its slot is held), settle it, and return the next batch to run with the slot
+        still held, or None (slot released)."""
+        queue = self.route.queue
+        function = self.route.function
+        dispatcher = self._invoker.dispatcher
+        slot_held = True
+        try:
+            kept, event, done = self._event(batch)  # done: what filters rejected, deleted as Lambda does
+            if kept:
+                self._batch_size.observe(len(kept))
+                try:
+                    slot_held = False  # invoke_sync releases it from here on
+                    result = await self._invoker.invoke_sync(function, event, slot_held=True)
+                except Throttled:
+                    await self._queues.transact(
+                        op_delete_many(queue, done),
+                        *(op_return_uncounted(queue, m.receipt, self._queues.clock()) for m in kept))
+                    self._throttles += 1
+                    self._throttled_until = time.monotonic() + THROTTLE_BACKOFF.delay(self._throttles)
+                    self._outcomes["throttled"].inc()
+                    return None
+                self._throttles = 0
+                done += self._succeeded(kept, result)
+            if (self._chains and not self.stopping and time.monotonic() >= self._throttled_until
+                    and (slot_held or dispatcher.acquire_up_to(function, 1))):
+                slot_held = True
+                next_batch = await self._settle_and_receive(done)
+                if next_batch:
+                    slot_held = False  # the slot goes on with the next batch
+                return next_batch
+            if done:
+                await self._queues.store.write(op_delete_many(queue, done))
+            return None
+        finally:
+            if slot_held:
+                dispatcher.release(function)
+
+    def _event(self, batch: list[Message]) -> tuple[list[Message], bytes, list[str]]:
+        """The messages to invoke with, their SQS event, and the receipts of the ones filters rejected."""
+        if self._filter.is_empty:
+            return batch, self._events.event(batch), []
+        kept: list[Message] = []
+        records: list[dict[str, Any]] = []
+        dropped: list[str] = []
+        for message in batch:
+            record = sqs_record(self.route.queue, message)
+            # filters see the record as sent, with a JSON body parsed
+            if self._filter.matches({**record, "body": _parse_json(message.body)}):
+                kept.append(message)
+                records.append(record)
+            else:
+                dropped.append(message.receipt)
+        if dropped:
+            self._metrics.mapping_filtered.labels(self.name).inc(len(dropped))
+        return kept, batch_event(records) if kept else b"", dropped
+
+    def _succeeded(self, batch: list[Message], result: InvocationResult) -> list[str]:
+        """The receipts of what succeeded, to delete; what failed becomes visible again after the
+        visibility timeout."""
         if result.error_type is not None:
-            self._metrics.mapping_batches.labels(self.name, "failure").inc()
-            return
+            self._outcomes["failure"].inc()
+            return []
         failed: set[str] | None = set()
         if self.route.report_batch_item_failures:
             failed = batch_item_failures(result.payload, {m.id for m in batch})
         if failed is None:
             log.warning("Mapping %s: invalid batchItemFailures response; the whole batch failed.", self.name)
-            self._metrics.mapping_batches.labels(self.name, "failure").inc()
-            return
-        done = [m.receipt for m in batch if m.id not in failed]
-        if done:
-            await self._queues.store.write(op_delete_many(self.route.queue, done))
-        self._metrics.mapping_batches.labels(self.name, "partial" if failed else "success").inc()
+            self._outcomes["failure"].inc()
+            return []
+        self._outcomes["partial" if failed else "success"].inc()
+        if not failed:
+            return [m.receipt for m in batch]
+        return [m.receipt for m in batch if m.id not in failed]
+
+    async def _settle_and_receive(self, done: list[str]) -> list[Message] | None:
+        """Delete `done` and receive the next batch in one commit. The caller holds a slot for it; on
+        None (nothing to receive) the caller releases it."""
+        queue = self.route.queue
+        delete = op_delete_many(queue, done) if done else None
+        receive = op_receive_batch(queue, self._policy.max_records, self._spec.visibility_timeout,
+                                   self._queues.clock(), self._redrive)
+
+        def run(conn: sqlite3.Connection) -> tuple[list[Message], int]:
+            if delete is not None:
+                delete(conn)
+            return receive(conn)
+
+        messages, dead_lettered = await self._queues.store.write(run)
+        self._count_dead_lettered(dead_lettered)
+        if not messages:
+            return None
+        batches = self._split(messages)
+        for extra in batches[1:]:
+            self._dispatch(extra)  # past the byte cap: each runs as its own batch, once it has a slot
+        return batches[0]
+
+    def _split(self, messages: list[Message]) -> list[list[Message]]:
+        """`messages` cut into batches by the byte cap (the count cap is the receive's size)."""
+        batcher: Batcher[Message] = Batcher(self._policy)
+        batches = []
+        for message in messages:
+            size = len(message.body) + _RECORD_OVERHEAD
+            if not batcher.fits(size) or batcher.full:
+                batches.append(batcher.flush())
+            batcher.add(message, size, 0.0)
+        batches.append(batcher.flush())
+        return batches
 
 
 class StreamMapping(_Worker):
