@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sqlite3
+import threading
 import time
 import uuid
 import zlib
@@ -140,6 +142,79 @@ class _Worker:
                 await asyncio.wait(pending)
 
 
+class _Round:
+    """One store operation shared by the batches of a mapping that settled while it waited for the writer."""
+
+    __slots__ = ("done", "future", "wants")
+
+    def __init__(self) -> None:
+        self.done: list[str] = []
+        self.wants = 0
+        self.future: asyncio.Future[tuple[list[Message], int]] | None = None
+
+
+class _Settler:
+    """Deletes what a mapping's finished batches succeeded with and receives the next batches they ask
+    for, in as few store operations as the writer thread allows.
+
+    A request made while the previous one still waits in the writer's queue joins it: one DELETE and
+    one receive (of a batch per asking request) serve them all, in one commit. The writer groups
+    commits the same way, but each operation would still run its own statements (SQLite's per-statement
+    cost is most of a 10-message batch's). A request never waits for a round it could not join: once
+    the writer has started a round (under the lock), the next request opens a new one.
+    """
+
+    def __init__(self, queues: QueueStore, queue: str, batch_size: int, visibility_timeout: float,
+                 redrive: Redrive | None) -> None:
+        self._queues = queues
+        self._queue = queue
+        self._batch_size = batch_size
+        self._visibility_timeout = visibility_timeout
+        self._redrive = redrive
+        self._lock = threading.Lock()  # the writer thread starts a round while the loop may be joining it
+        self._open: _Round | None = None
+
+    async def settle(self, done: list[str], want: bool) -> tuple[list[Message], int]:
+        """Delete the messages of receipts `done`; with `want`, also receive up to one batch. Returns the
+        messages received for this request and how many were moved to the dead-letter queue meanwhile
+        (reported to the request that opened the round)."""
+        with self._lock:
+            round_ = self._open
+            # (a round whose future is done but which is still open never ran: its commit failed first)
+            opened = round_ is None or (round_.future is not None and round_.future.done())
+            if opened:
+                round_ = self._open = _Round()
+            assert round_ is not None
+            round_.done += done
+            index = round_.wants
+            if want:
+                round_.wants += 1
+        if opened:
+            try:
+                round_.future = self._queues.store.write(functools.partial(self._run, round_))
+            except BaseException:
+                self._open = None
+                raise
+        assert round_.future is not None
+        # shielded: the future is shared, and one waiter cancelled (a forced stop) must not cancel it for all
+        messages, dead_lettered = await asyncio.shield(round_.future)
+        size = self._batch_size
+        return (messages[index * size : (index + 1) * size] if want else []), (dead_lettered if opened else 0)
+
+    def _run(self, round_: _Round, conn: sqlite3.Connection) -> tuple[list[Message], int]:
+        """In the writer thread: close the round to newcomers, then delete and receive for all of it."""
+        with self._lock:
+            if self._open is round_:
+                self._open = None
+            done, wants = round_.done, round_.wants
+        if done:
+            op_delete_many(self._queue, done)(conn)
+        if not wants:
+            return [], 0
+        return op_receive_batch(self._queue, wants * self._batch_size, self._visibility_timeout,
+                                self._queues.clock(), self._redrive)(conn)
+
+
 class QueueMapping(_Worker):
     """One poller per queue route, and one task per batch in flight.
 
@@ -167,6 +242,7 @@ class QueueMapping(_Worker):
         # receives) and on standard queues (a FIFO group's order is kept by the poller's single receive)
         self._chains = route.batching_window == 0 and not self._spec.fifo
         self._events = SqsEvents(route.queue)
+        self._settler = _Settler(queues, route.queue, route.batch_size, self._spec.visibility_timeout, self._redrive)
         self._max_batches = route.max_concurrency or 1_000_000
         self._active = 0
         self._throttles = 0
@@ -296,7 +372,8 @@ class QueueMapping(_Worker):
                     slot_held = False  # the slot goes on with the next batch
                 return next_batch
             if done:
-                await self._queues.store.write(op_delete_many(queue, done))
+                _, dead_lettered = await self._settler.settle(done, want=False)
+                self._count_dead_lettered(dead_lettered)
             return None
         finally:
             if slot_held:
@@ -342,17 +419,7 @@ class QueueMapping(_Worker):
     async def _settle_and_receive(self, done: list[str]) -> list[Message] | None:
         """Delete `done` and receive the next batch in one commit. The caller holds a slot for it; on
         None (nothing to receive) the caller releases it."""
-        queue = self.route.queue
-        delete = op_delete_many(queue, done) if done else None
-        receive = op_receive_batch(queue, self._policy.max_records, self._spec.visibility_timeout,
-                                   self._queues.clock(), self._redrive)
-
-        def run(conn: sqlite3.Connection) -> tuple[list[Message], int]:
-            if delete is not None:
-                delete(conn)
-            return receive(conn)
-
-        messages, dead_lettered = await self._queues.store.write(run)
+        messages, dead_lettered = await self._settler.settle(done, want=True)
         self._count_dead_lettered(dead_lettered)
         if not messages:
             return None
