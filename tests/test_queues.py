@@ -360,3 +360,33 @@ def batch(event, context):
     assert http("GET", daemon.url + "/healthz", timeout=5).status == 200
     gate.close()
     wait_until(lambda: stats(daemon, "q")["visible"] + stats(daemon, "q")["in_flight"] == 0, what="the queue to drain")
+
+
+def test_without_a_window_a_batch_settles_and_receives_the_next_in_one_commit(daemon_factory, log: BatchLog) -> None:  # type: ignore[no-untyped-def]
+    # 200 messages, batches of 10, one slot: 20 batches. Deleting a batch and receiving the next one
+    # are one store operation, so the drain takes about 20 operations, not 40.
+    daemon = make(daemon_factory, log, {"fn": {"handler": "h.record", "concurrency": 1}}, queues={"q": {}},
+                  routes=[{"queue": "q", "function": "fn", "batch_size": 10}])
+    before = metric_value(daemon.metrics(), "eventd_store_commit_operations_sum")
+    bodies = [f"m{n}" for n in range(200)]
+    send(daemon, "q", *bodies)
+    wait_until(lambda: stats(daemon, "q")["visible"] + stats(daemon, "q")["in_flight"] == 0, timeout=30,
+               what="the queue to drain")
+    assert sorted(log.bodies("fn")) == sorted(bodies)  # each exactly once
+    assert [len(b["records"]) for b in log.batches("fn")] == [10] * 20
+    operations = metric_value(daemon.metrics(), "eventd_store_commit_operations_sum") - before
+    assert operations <= 30, operations
+
+
+def test_without_a_window_byte_caps_still_cut_batches(daemon_factory, log: BatchLog) -> None:  # type: ignore[no-untyped-def]
+    daemon = make(daemon_factory, log, {"fn": {"handler": "h.record", "concurrency": 1}}, queues={"q": {}},
+                  routes=[{"queue": "q", "function": "fn", "batch_size": 4, "max_batch_bytes": 3000}])
+    bodies = [("x" * 1500 if n % 3 == 0 else "s") + str(n) for n in range(60)]
+    send(daemon, "q", *bodies)
+    wait_until(lambda: stats(daemon, "q")["visible"] + stats(daemon, "q")["in_flight"] == 0, timeout=30,
+               what="the queue to drain")
+    assert sorted(log.bodies("fn")) == sorted(bodies)  # each exactly once
+    for batch in log.batches("fn"):
+        assert len(batch["records"]) <= 4
+        # 512 bytes of envelope per record count too: two 1500-byte bodies already pass 3000
+        assert sum(len(r["body"]) > 1000 for r in batch["records"]) <= 1
