@@ -5,6 +5,12 @@ The operations are plain functions of a connection (`op_*`) so that several can 
 transaction: moving an event to its next state (delete here + send there) is one commit.
 `QueueStore` is the narrow async interface the rest of eventd uses; another engine (a distributed
 log, say) can stand behind the same methods.
+
+The operations run on the store's writer thread, which takes the GIL back after every SQLite call
+(each statement, and each row fetched); while the event loop is busy, each of those waits for the loop
+to let go. So the hot operations (send, receive, delete a batch) use a fixed, small number of statements
+whatever the number of messages, and fetch one row: measured with a busy loop in the same process, a
+30-message receive and delete took 2.5 ms that way, against 10-25 ms with one fetch per row.
 """
 
 from __future__ import annotations
@@ -89,11 +95,15 @@ def op_send(queue: str, messages: Sequence[NewMessage], now: float, fifo: Fifo |
         ]
         if fifo is not None:
             rows = _deduplicate(conn, queue, messages, ids, rows, now, fifo)
-        conn.executemany(
-            "INSERT INTO messages (queue, id, body, attributes, meta, sent_at, visible_at, group_id) "
-            "VALUES (?,?,?,?,?,?,?,?)",
-            rows,
-        )
+        # one multi-row INSERT per chunk, not executemany: each SQLite call hands the GIL back and forth
+        # between the writer thread and a busy event loop (see the module docstring)
+        for start in range(0, len(rows), _INSERT_CHUNK):
+            chunk = rows[start : start + _INSERT_CHUNK]
+            conn.execute(
+                "INSERT INTO messages (queue, id, body, attributes, meta, sent_at, visible_at, group_id) "
+                "VALUES " + ",".join(["(?,?,?,?,?,?,?,?)"] * len(chunk)),
+                [value for row in chunk for value in row],
+            )
         return ids
 
     return run
@@ -148,49 +158,77 @@ def op_dead_letter_exhausted(queue: str, redrive: Redrive, now: float, limit: in
     return run
 
 
+#: Rows per INSERT statement of `op_send` (8 parameters each, within SQLite's limit).
+_INSERT_CHUNK = 500
+#: Rows leased per UPDATE statement (one parameter each, within SQLite's limit).
+_LEASE_CHUNK = 10_000
+
+# The selected messages as one JSON array in one row: a single SQLite step, whatever the count (see the
+# module docstring). Bodies travel as hex (JSON holds no bytes), times as 17 significant digits (JSON's
+# REAL rendering keeps 15, which loses microseconds), and the first receive time as it will be after this
+# receive (`coalesce` with now).
+_SELECT_JSON = """SELECT json_group_array(json_array(seq, id, hex(body), attributes, meta,
+                      printf('%!.17g', sent_at), receive_count,
+                      printf('%!.17g', coalesce(first_received_at, :now)), group_id))
+                  FROM ({})"""
+
+
+def _lease(conn: sqlite3.Connection, queue: str, selected: str, params: dict[str, Any]) -> list[Message]:
+    """Receive the messages that `selected` (a SELECT of `messages` rows, oldest first) picks: lease them
+    until `params["until"]`, count the receive, and return them as received, oldest first."""
+    (text,) = conn.execute(_SELECT_JSON.format(selected), params).fetchone()
+    rows = orjson.loads(text)
+    if not rows:
+        return []
+    now, until = params["now"], params["until"]
+    for start in range(0, len(rows), _LEASE_CHUNK):
+        seqs = [row[0] for row in rows[start : start + _LEASE_CHUNK]]
+        conn.execute(
+            "UPDATE messages SET visible_at = ?, receive_count = receive_count + 1, in_flight = 1, "
+            f"first_received_at = coalesce(first_received_at, ?) WHERE seq IN ({','.join('?' * len(seqs))})",
+            [until, now, *seqs],
+        )
+    rows.sort(key=lambda row: row[0])  # hand them out in the order they arrived
+    messages = []
+    for seq, id_, body, attributes, meta, sent_at, receive_count, first_received_at, group in rows:
+        count = receive_count + 1
+        messages.append(Message(
+            queue, id_, bytes.fromhex(body), orjson.loads(attributes) if attributes else {},
+            orjson.loads(meta) if meta else {}, float(sent_at), count, float(first_received_at), until,
+            f"{seq}:{count}", seq, group,
+        ))
+    return messages
+
+
 def op_receive_fifo(queue: str, max_messages: int, visibility_timeout: float, now: float) -> Operation[list[Message]]:
     """FIFO receive: the oldest visible messages, but never one with an earlier message of its group
     still hidden (in flight, waiting out a failure, or delayed): a group is worked on in order."""
+    params = {"queue": queue, "now": now, "until": now + visibility_timeout, "limit": max_messages}
 
     def run(conn: sqlite3.Connection) -> list[Message]:
-        rows = conn.execute(
-            f"""UPDATE messages SET visible_at = ?, receive_count = receive_count + 1, in_flight = 1,
-                    first_received_at = coalesce(first_received_at, ?)
-                WHERE seq IN (SELECT m.seq FROM messages m WHERE m.queue = ? AND m.visible_at <= ?
-                              AND NOT EXISTS (SELECT 1 FROM messages p WHERE p.queue = m.queue
-                                              AND p.group_id = m.group_id AND p.seq < m.seq AND p.visible_at > ?)
-                              ORDER BY m.seq LIMIT ?)
-                RETURNING {_COLUMNS}""",
-            (now + visibility_timeout, now, queue, now, now, max_messages),
-        ).fetchall()
-        rows.sort(key=lambda row: row[0])
-        return [_message(row) for row in rows]
+        return _lease(conn, queue, """SELECT * FROM messages m WHERE m.queue = :queue AND m.visible_at <= :now
+              AND NOT EXISTS (SELECT 1 FROM messages p WHERE p.queue = m.queue
+                              AND p.group_id = m.group_id AND p.seq < m.seq AND p.visible_at > :now)
+            ORDER BY m.seq LIMIT :limit""", params)
 
     return run
 
 
-_RECEIVE = f"""UPDATE messages SET visible_at = ?, receive_count = receive_count + 1, in_flight = 1,
-                   first_received_at = coalesce(first_received_at, ?)
-               WHERE seq IN (SELECT seq FROM messages WHERE queue = ? AND visible_at <= ? {{}}
-                             ORDER BY visible_at, seq LIMIT ?)
-               RETURNING {_COLUMNS}"""
+_RECEIVE = "SELECT * FROM messages WHERE queue = :queue AND visible_at <= :now {} ORDER BY visible_at, seq LIMIT :limit"
 _RECEIVE_ANY = _RECEIVE.format("")
-_RECEIVE_UNDER = _RECEIVE.format("AND receive_count < ?")
+_RECEIVE_UNDER = _RECEIVE.format("AND receive_count < :max_receive_count")
 
 
 def op_receive(queue: str, max_messages: int, visibility_timeout: float, now: float,
                max_receive_count: int | None = None) -> Operation[list[Message]]:
     """The oldest visible messages, leased for `visibility_timeout`. With `max_receive_count` (a redrive
     policy), messages already received that often are left for `op_dead_letter_exhausted`."""
+    params = {"queue": queue, "now": now, "until": now + visibility_timeout, "limit": max_messages,
+              "max_receive_count": max_receive_count}
+    selected = _RECEIVE_ANY if max_receive_count is None else _RECEIVE_UNDER
 
     def run(conn: sqlite3.Connection) -> list[Message]:
-        if max_receive_count is None:
-            rows = conn.execute(_RECEIVE_ANY, (now + visibility_timeout, now, queue, now, max_messages)).fetchall()
-        else:
-            rows = conn.execute(_RECEIVE_UNDER, (now + visibility_timeout, now, queue, now, max_receive_count,
-                                                 max_messages)).fetchall()
-        rows.sort(key=lambda row: row[0])  # RETURNING order is unspecified; hand them out oldest first
-        return [_message(row) for row in rows]
+        return _lease(conn, queue, selected, params)
 
     return run
 
