@@ -32,7 +32,7 @@ from eventd.metrics import Metrics
 from eventd.patterns import Filter, compile_filters
 from eventd.retry import THROTTLE_BACKOFF, Backoff
 from eventd.runtimes.pool import function_arn
-from eventd.store.engine import Operation, all_of
+from eventd.store.engine import Operation, StoreClosed, all_of
 from eventd.store.queues import (
     Message,
     QueueStore,
@@ -219,10 +219,17 @@ class QueueMapping(_Worker):
     """One poller per queue route, and one task per batch in flight.
 
     Lifecycle: the poller receives what free concurrency can take and starts a batch task per batch.
-    A batch task takes its slot, invokes, and then (no batching window, standard queue, not stopping,
-    a slot to be had) deletes what succeeded *and* receives its next batch in the same commit, and
-    runs that one: one store round trip per batch instead of two, and no hand-off back to the poller
-    while the queue has work. It ends, handing back to the poller, when that receive finds nothing.
+    A batch task takes its slot and invokes. Without a batching window, on a standard queue, it then
+    goes on with the next batch on the same slot for as long as the queue has work, handing back to
+    the poller when a receive finds nothing (or when stopping, or when its slot was taken):
+
+    - the next batch is received in the same store operation that deletes what the previous batch
+      succeeded with (`_Settler`), so a batch costs one store round trip, not two;
+    - when the visibility timeout leaves room for it (at least twice the function's timeout), that
+      operation starts as the batch is invoked rather than after: the store round trip then overlaps
+      the invocation. A batch received ahead waits at most one invocation (one function timeout), so
+      it still finishes within its visibility timeout; if it cannot run (stopping, slot taken) it goes
+      back to the queue uncounted, as a throttled batch does.
     """
 
     def __init__(self, route: QueueRouteSpec, config: Config, invoker: Invoker, queues: QueueStore,
@@ -241,10 +248,13 @@ class QueueMapping(_Worker):
         # a batch can roll straight on to the next only without a window (a window gathers across
         # receives) and on standard queues (a FIFO group's order is kept by the poller's single receive)
         self._chains = route.batching_window == 0 and not self._spec.fifo
+        timeout = config.functions[route.function].timeout
+        self._prefetches = self._chains and self._spec.visibility_timeout >= 2 * timeout
         self._events = SqsEvents(route.queue)
         self._settler = _Settler(queues, route.queue, route.batch_size, self._spec.visibility_timeout, self._redrive)
         self._max_batches = route.max_concurrency or 1_000_000
         self._active = 0
+        self._unslotted = 0  # batches dispatched that have not taken their slot yet
         self._throttles = 0
         self._throttled_until = 0.0
         self._batch_size = metrics.mapping_batch_size.labels(self.name)
@@ -257,8 +267,10 @@ class QueueMapping(_Worker):
         self._loops.append(asyncio.create_task(self._poll(), name=f"mapping-{self.name}"))
 
     def _free_batches(self) -> int:
-        """Batches that could start now: free function concurrency, within the mapping's own cap."""
-        return min(self._max_batches - self._active, self._invoker.dispatcher.free(self.route.function))
+        """Batches that could start now: free function concurrency, within the mapping's own cap. Batches
+        dispatched but not yet holding their slot count as running: their slots are spoken for."""
+        free = self._invoker.dispatcher.free(self.route.function) - self._unslotted
+        return min(self._max_batches - self._active, free)
 
     async def _poll(self) -> None:
         batcher: Batcher[Message] = Batcher(self._policy)
@@ -319,6 +331,7 @@ class QueueMapping(_Worker):
 
     def _dispatch(self, batch: list[Message]) -> None:
         self._active += 1
+        self._unslotted += 1
         self._spawn_batch(self._run_batch(batch))
 
     async def _take_slot(self) -> None:
@@ -329,55 +342,108 @@ class QueueMapping(_Worker):
         while not dispatcher.acquire_up_to(self.route.function, 1):
             await dispatcher.wait_for_release()
 
+    def _may_continue(self) -> bool:
+        return not self.stopping and time.monotonic() >= self._throttled_until
+
     async def _run_batch(self, batch: list[Message]) -> None:
-        """Run `batch`, then each next batch received in its settling commit (see the class docstring)."""
+        """Run `batch` and, while the queue has work, the batches after it on the same slot (see the
+        class docstring)."""
+        dispatcher = self._invoker.dispatcher
+        function = self.route.function
+        prefetch: asyncio.Future[list[Message] | None] | None = None
+        slot_held = False
+        unslotted = True
         try:
             await self._take_slot()
-            next_batch: list[Message] | None = batch
-            while next_batch:
-                next_batch = await self._run_one(next_batch)
-        finally:
-            self._active -= 1
-            self.wake.set()
-
-    async def _run_one(self, batch: list[Message]) -> list[Message] | None:
-        """Invoke `batch` (its slot is held), settle it, and return the next batch to run with the slot
-        still held, or None (slot released)."""
-        queue = self.route.queue
-        function = self.route.function
-        dispatcher = self._invoker.dispatcher
-        slot_held = True
-        try:
-            kept, event, done = self._event(batch)  # done: what filters rejected, deleted as Lambda does
-            if kept:
-                self._batch_size.observe(len(kept))
-                try:
-                    slot_held = False  # invoke_sync releases it from here on
-                    result = await self._invoker.invoke_sync(function, event, slot_held=True)
-                except Throttled:
-                    await self._queues.transact(
-                        op_delete_many(queue, done),
-                        *(op_return_uncounted(queue, m.receipt, self._queues.clock()) for m in kept))
-                    self._throttles += 1
-                    self._throttled_until = time.monotonic() + THROTTLE_BACKOFF.delay(self._throttles)
-                    self._outcomes["throttled"].inc()
-                    return None
-                self._throttles = 0
-                done += self._succeeded(kept, result)
-            if (self._chains and not self.stopping and time.monotonic() >= self._throttled_until
-                    and (slot_held or dispatcher.acquire_up_to(function, 1))):
-                slot_held = True
-                next_batch = await self._settle_and_receive(done)
-                if next_batch:
-                    slot_held = False  # the slot goes on with the next batch
-                return next_batch
+            slot_held = True
+            unslotted = False
+            self._unslotted -= 1
+            current = batch
+            done: list[str] = []  # what earlier batches succeeded with, not yet deleted
+            while True:
+                if self._prefetches and self._may_continue():
+                    prefetch = asyncio.ensure_future(self._settle_and_receive(done))
+                    done = []
+                slot_held = False  # invoke_sync releases it
+                succeeded = await self._invoke(current)
+                if succeeded is None:  # throttled: `current` went back to the queue
+                    if prefetch is not None:
+                        await self._give_back(await prefetch or [], [])
+                        prefetch = None
+                    break
+                done += succeeded
+                next_batch: list[Message] | None = None
+                if prefetch is not None:
+                    # take the slot back before anything awaits: the poller must not see it free
+                    slot_held = self._may_continue() and dispatcher.acquire_up_to(function, 1) > 0
+                    next_batch, prefetch = await prefetch, None
+                    if next_batch and not slot_held:
+                        await self._give_back(next_batch, done)
+                        done, next_batch = [], None
+                    elif not next_batch and slot_held:
+                        dispatcher.release(function)
+                        slot_held = False
+                elif self._chains and self._may_continue() and dispatcher.acquire_up_to(function, 1):
+                    slot_held = True
+                    next_batch, done = await self._settle_and_receive(done), []
+                    if not next_batch:
+                        dispatcher.release(function)
+                        slot_held = False
+                if not next_batch:
+                    break
+                current = next_batch
             if done:
                 _, dead_lettered = await self._settler.settle(done, want=False)
                 self._count_dead_lettered(dead_lettered)
-            return None
         finally:
             if slot_held:
                 dispatcher.release(function)
+            if prefetch is not None:  # cancelled (a forced stop) with a batch received ahead
+                prefetch.add_done_callback(self._give_back_later)
+            if unslotted:
+                self._unslotted -= 1
+            self._active -= 1
+            self.wake.set()
+
+    async def _invoke(self, batch: list[Message]) -> list[str] | None:
+        """Invoke `batch`, whose slot the caller holds (released here). Returns the receipts to delete
+        (what succeeded, and what filters rejected), or None when the function was throttled (the batch
+        went back to the queue)."""
+        function = self.route.function
+        try:
+            kept, event, done = self._event(batch)  # done: what filters rejected, deleted as Lambda does
+        except BaseException:
+            self._invoker.dispatcher.release(function)
+            raise
+        if not kept:
+            self._invoker.dispatcher.release(function)
+            return done
+        self._batch_size.observe(len(kept))
+        try:
+            result = await self._invoker.invoke_sync(function, event, slot_held=True)
+        except Throttled:
+            await self._give_back(kept, done)
+            self._throttles += 1
+            self._throttled_until = time.monotonic() + THROTTLE_BACKOFF.delay(self._throttles)
+            self._outcomes["throttled"].inc()
+            return None
+        self._throttles = 0
+        return done + self._succeeded(kept, result)
+
+    async def _give_back(self, messages: list[Message], done: list[str]) -> None:
+        """Return `messages`, never handed to the function, to the queue uncounted; delete `done`."""
+        if messages or done:
+            now = self._queues.clock()
+            await self._queues.transact(op_delete_many(self.route.queue, done),
+                                        *(op_return_uncounted(self.route.queue, m.receipt, now) for m in messages))
+
+    def _give_back_later(self, prefetch: asyncio.Future[list[Message] | None]) -> None:
+        if prefetch.cancelled() or prefetch.exception() is not None or not prefetch.result():
+            return
+        now = self._queues.clock()
+        ops = [op_return_uncounted(self.route.queue, m.receipt, now) for m in prefetch.result() or []]
+        with contextlib.suppress(StoreClosed):  # stopped meanwhile: the next start releases them
+            self._queues.store.write(all_of(ops))
 
     def _event(self, batch: list[Message]) -> tuple[list[Message], bytes, list[str]]:
         """The messages to invoke with, their SQS event, and the receipts of the ones filters rejected."""

@@ -87,3 +87,36 @@ async def test_a_round_whose_commit_failed_does_not_swallow_later_settles(queues
     with pytest.raises(RuntimeError):
         await settler.settle([], want=True)
     assert settler._open is None
+
+
+class _Dispatcher:
+    def __init__(self, free: int) -> None:
+        self._free = free
+
+    def free(self, function: str) -> int:
+        return self._free
+
+
+class _Invoker:
+    def __init__(self, free: int) -> None:
+        self.dispatcher = _Dispatcher(free)
+
+
+async def test_a_dispatched_batch_waiting_for_its_slot_leaves_no_free_batch(queues: QueueStore) -> None:
+    # Regression: the poller counted the function's free slots, dispatched a batch, and before that
+    # batch had taken its slot counted the same slot again: it received a second batch, which then
+    # waited in memory for the slot with its visibility timeout running.
+    from eventd.config.model import Config
+    from eventd.mappings import QueueMapping
+    from eventd.metrics import Metrics
+
+    config = Config.model_validate({
+        "functions": {"fn": {"handler": "h.handler", "concurrency": 1}},
+        "queues": {"q": {}},
+        "routes": [{"queue": "q", "function": "fn", "batch_size": 10}],
+    })
+    mapping = QueueMapping(config.routes[0], config, _Invoker(free=1), queues, Metrics())  # type: ignore[arg-type]
+    assert mapping._free_batches() == 1
+    mapping._spawn_batch = lambda coro: coro.close()  # type: ignore[method-assign]  # never runs: never takes its slot
+    mapping._dispatch([])
+    assert mapping._free_batches() == 0
