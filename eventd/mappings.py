@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import sqlite3
+import threading
 import time
 import uuid
 import zlib
@@ -23,14 +26,21 @@ from eventd.config import mapping_name
 from eventd.config.model import Config, QueueRouteSpec, StreamRouteSpec
 from eventd.destinations import WebhookDelivery, destination_ops, mapping_outbox
 from eventd.dispatch import Throttled
-from eventd.events import batch_event, kinesis_record, sqs_record, stream_arn
+from eventd.events import SqsEvents, batch_event, kinesis_record, sqs_record, stream_arn
 from eventd.invoke import InvocationResult, Invoker
 from eventd.metrics import Metrics
 from eventd.patterns import Filter, compile_filters
 from eventd.retry import THROTTLE_BACKOFF, Backoff
 from eventd.runtimes.pool import function_arn
-from eventd.store.engine import Operation, all_of
-from eventd.store.queues import Message, QueueStore, Redrive, op_delete, op_delete_many, op_return_uncounted
+from eventd.store.engine import Operation, StoreClosed, all_of
+from eventd.store.queues import (
+    Message,
+    QueueStore,
+    Redrive,
+    op_delete_many,
+    op_receive_batch,
+    op_return_uncounted,
+)
 from eventd.store.streams import StreamRecord, StreamStore, op_checkpoint, sequence_number, shard_id
 
 log = logging.getLogger(__name__)
@@ -132,7 +142,96 @@ class _Worker:
                 await asyncio.wait(pending)
 
 
+class _Round:
+    """One store operation shared by the batches of a mapping that settled while it waited for the writer."""
+
+    __slots__ = ("done", "future", "wants")
+
+    def __init__(self) -> None:
+        self.done: list[str] = []
+        self.wants = 0
+        self.future: asyncio.Future[tuple[list[Message], int]] | None = None
+
+
+class _Settler:
+    """Deletes what a mapping's finished batches succeeded with and receives the next batches they ask
+    for, in as few store operations as the writer thread allows.
+
+    A request made while the previous one still waits in the writer's queue joins it: one DELETE and
+    one receive (of a batch per asking request) serve them all, in one commit. The writer groups
+    commits the same way, but each operation would still run its own statements (SQLite's per-statement
+    cost is most of a 10-message batch's). A request never waits for a round it could not join: once
+    the writer has started a round (under the lock), the next request opens a new one.
+    """
+
+    def __init__(self, queues: QueueStore, queue: str, batch_size: int, visibility_timeout: float,
+                 redrive: Redrive | None) -> None:
+        self._queues = queues
+        self._queue = queue
+        self._batch_size = batch_size
+        self._visibility_timeout = visibility_timeout
+        self._redrive = redrive
+        self._lock = threading.Lock()  # the writer thread starts a round while the loop may be joining it
+        self._open: _Round | None = None
+
+    async def settle(self, done: list[str], want: bool) -> tuple[list[Message], int]:
+        """Delete the messages of receipts `done`; with `want`, also receive up to one batch. Returns the
+        messages received for this request and how many were moved to the dead-letter queue meanwhile
+        (reported to the request that opened the round)."""
+        with self._lock:
+            round_ = self._open
+            # (a round whose future is done but which is still open never ran: its commit failed first)
+            opened = round_ is None or (round_.future is not None and round_.future.done())
+            if opened:
+                round_ = self._open = _Round()
+            assert round_ is not None
+            round_.done += done
+            index = round_.wants
+            if want:
+                round_.wants += 1
+        if opened:
+            try:
+                round_.future = self._queues.store.write(functools.partial(self._run, round_))
+            except BaseException:
+                self._open = None
+                raise
+        assert round_.future is not None
+        # shielded: the future is shared, and one waiter cancelled (a forced stop) must not cancel it for all
+        messages, dead_lettered = await asyncio.shield(round_.future)
+        size = self._batch_size
+        return (messages[index * size : (index + 1) * size] if want else []), (dead_lettered if opened else 0)
+
+    def _run(self, round_: _Round, conn: sqlite3.Connection) -> tuple[list[Message], int]:
+        """In the writer thread: close the round to newcomers, then delete and receive for all of it."""
+        with self._lock:
+            if self._open is round_:
+                self._open = None
+            done, wants = round_.done, round_.wants
+        if done:
+            op_delete_many(self._queue, done)(conn)
+        if not wants:
+            return [], 0
+        return op_receive_batch(self._queue, wants * self._batch_size, self._visibility_timeout,
+                                self._queues.clock(), self._redrive)(conn)
+
+
 class QueueMapping(_Worker):
+    """One poller per queue route, and one task per batch in flight.
+
+    Lifecycle: the poller receives what free concurrency can take and starts a batch task per batch.
+    A batch task takes its slot and invokes. Without a batching window, on a standard queue, it then
+    goes on with the next batch on the same slot for as long as the queue has work, handing back to
+    the poller when a receive finds nothing (or when stopping, or when its slot was taken):
+
+    - the next batch is received in the same store operation that deletes what the previous batch
+      succeeded with (`_Settler`), so a batch costs one store round trip, not two;
+    - when the visibility timeout leaves room for it (at least twice the function's timeout), that
+      operation starts as the batch is invoked rather than after: the store round trip then overlaps
+      the invocation. A batch received ahead waits at most one invocation (one function timeout), so
+      it still finishes within its visibility timeout; if it cannot run (stopping, slot taken) it goes
+      back to the queue uncounted, as a throttled batch does.
+    """
+
     def __init__(self, route: QueueRouteSpec, config: Config, invoker: Invoker, queues: QueueStore,
                  metrics: Metrics) -> None:
         super().__init__()
@@ -146,10 +245,21 @@ class QueueMapping(_Worker):
                          if self._spec.dead_letter else None)
         self._filter: Filter = compile_filters(route.filters)
         self._policy = BatchPolicy(route.batch_size, route.max_batch_bytes, route.batching_window)
+        # a batch can roll straight on to the next only without a window (a window gathers across
+        # receives) and on standard queues (a FIFO group's order is kept by the poller's single receive)
+        self._chains = route.batching_window == 0 and not self._spec.fifo
+        timeout = config.functions[route.function].timeout
+        self._prefetches = self._chains and self._spec.visibility_timeout >= 2 * timeout
+        self._events = SqsEvents(route.queue)
+        self._settler = _Settler(queues, route.queue, route.batch_size, self._spec.visibility_timeout, self._redrive)
         self._max_batches = route.max_concurrency or 1_000_000
         self._active = 0
+        self._unslotted = 0  # batches dispatched that have not taken their slot yet
         self._throttles = 0
         self._throttled_until = 0.0
+        self._batch_size = metrics.mapping_batch_size.labels(self.name)
+        self._outcomes = {outcome: metrics.mapping_batches.labels(self.name, outcome)
+                          for outcome in ("success", "partial", "failure", "throttled")}
         self.wake = asyncio.Event()
         queues.subscribe(route.queue, self.wake)
 
@@ -157,8 +267,10 @@ class QueueMapping(_Worker):
         self._loops.append(asyncio.create_task(self._poll(), name=f"mapping-{self.name}"))
 
     def _free_batches(self) -> int:
-        """Batches that could start now: free function concurrency, within the mapping's own cap."""
-        return min(self._max_batches - self._active, self._invoker.dispatcher.free(self.route.function))
+        """Batches that could start now: free function concurrency, within the mapping's own cap. Batches
+        dispatched but not yet holding their slot count as running: their slots are spoken for."""
+        free = self._invoker.dispatcher.free(self.route.function) - self._unslotted
+        return min(self._max_batches - self._active, free)
 
     async def _poll(self) -> None:
         batcher: Batcher[Message] = Batcher(self._policy)
@@ -190,10 +302,7 @@ class QueueMapping(_Worker):
             self.wake.clear()
             messages, dead_lettered = await self._queues.receive_batch(
                 queue, want, self._spec.visibility_timeout, self._redrive, fifo=self._spec.fifo)
-            if dead_lettered:
-                assert self._redrive is not None
-                self._metrics.queue_dead_lettered.labels(queue, self._redrive.dead_letter).inc(dead_lettered)
-                self._queues.notify(self._redrive.dead_letter)
+            self._count_dead_lettered(dead_lettered)
             for message in messages:
                 size = len(message.body) + _RECORD_OVERHEAD
                 if not batcher.fits(size) or batcher.full:
@@ -210,12 +319,19 @@ class QueueMapping(_Worker):
             else:
                 await self._wait_wake(max(0.0, deadline - time.monotonic()))
 
+    def _count_dead_lettered(self, count: int) -> None:
+        if count:
+            assert self._redrive is not None
+            self._metrics.queue_dead_lettered.labels(self.route.queue, self._redrive.dead_letter).inc(count)
+            self._queues.notify(self._redrive.dead_letter)
+
     async def _wait_wake(self, timeout: float | None) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), timeout)
 
     def _dispatch(self, batch: list[Message]) -> None:
         self._active += 1
+        self._unslotted += 1
         self._spawn_batch(self._run_batch(batch))
 
     async def _take_slot(self) -> None:
@@ -226,63 +342,169 @@ class QueueMapping(_Worker):
         while not dispatcher.acquire_up_to(self.route.function, 1):
             await dispatcher.wait_for_release()
 
+    def _may_continue(self) -> bool:
+        return not self.stopping and time.monotonic() >= self._throttled_until
+
     async def _run_batch(self, batch: list[Message]) -> None:
-        queue = self.route.queue
-        await self._take_slot()
-        slot_held = True
+        """Run `batch` and, while the queue has work, the batches after it on the same slot (see the
+        class docstring)."""
+        dispatcher = self._invoker.dispatcher
+        function = self.route.function
+        prefetch: asyncio.Future[list[Message] | None] | None = None
+        slot_held = False
+        unslotted = True
         try:
-            kept: list[Message] = []
-            records: list[dict[str, Any]] = []
-            dropped: list[Operation[Any]] = []
-            for message in batch:
-                record = sqs_record(queue, message)
-                # filters see the record as sent, with a JSON body parsed
-                if self._filter.is_empty or self._filter.matches({**record, "body": _parse_json(message.body)}):
-                    kept.append(message)
-                    records.append(record)
-                else:
-                    dropped.append(op_delete(queue, message.receipt))  # Lambda deletes what filters reject
-            if dropped:
-                await self._queues.transact(*dropped)
-                self._metrics.mapping_filtered.labels(self.name).inc(len(dropped))
-            if not kept:
-                return
-            self._metrics.mapping_batch_size.labels(self.name).observe(len(kept))
-            event = batch_event(records)
-            try:
-                slot_held = False  # invoke_sync releases it from here on
-                result = await self._invoker.invoke_sync(self.route.function, event, slot_held=True)
-            except Throttled:
-                await self._queues.transact(*(op_return_uncounted(queue, m.receipt, self._queues.clock())
-                                              for m in kept))
-                self._throttles += 1
-                self._throttled_until = time.monotonic() + THROTTLE_BACKOFF.delay(self._throttles)
-                self._metrics.mapping_batches.labels(self.name, "throttled").inc()
-                return
-            self._throttles = 0
-            await self._settle(kept, result)
+            await self._take_slot()
+            slot_held = True
+            unslotted = False
+            self._unslotted -= 1
+            current = batch
+            done: list[str] = []  # what earlier batches succeeded with, not yet deleted
+            while True:
+                if self._prefetches and self._may_continue():
+                    prefetch = asyncio.ensure_future(self._settle_and_receive(done))
+                    done = []
+                slot_held = False  # invoke_sync releases it
+                succeeded = await self._invoke(current)
+                if succeeded is None:  # throttled: `current` went back to the queue
+                    if prefetch is not None:
+                        await self._give_back(await prefetch or [], [])
+                        prefetch = None
+                    break
+                done += succeeded
+                next_batch: list[Message] | None = None
+                if prefetch is not None:
+                    # take the slot back before anything awaits: the poller must not see it free
+                    slot_held = self._may_continue() and dispatcher.acquire_up_to(function, 1) > 0
+                    next_batch, prefetch = await prefetch, None
+                    if next_batch and not slot_held:
+                        await self._give_back(next_batch, done)
+                        done, next_batch = [], None
+                    elif not next_batch and slot_held:
+                        dispatcher.release(function)
+                        slot_held = False
+                elif self._chains and self._may_continue() and dispatcher.acquire_up_to(function, 1):
+                    slot_held = True
+                    next_batch, done = await self._settle_and_receive(done), []
+                    if not next_batch:
+                        dispatcher.release(function)
+                        slot_held = False
+                if not next_batch:
+                    break
+                current = next_batch
+            if done:
+                _, dead_lettered = await self._settler.settle(done, want=False)
+                self._count_dead_lettered(dead_lettered)
         finally:
             if slot_held:
-                self._invoker.dispatcher.release(self.route.function)
+                dispatcher.release(function)
+            if prefetch is not None:  # cancelled (a forced stop) with a batch received ahead
+                prefetch.add_done_callback(self._give_back_later)
+            if unslotted:
+                self._unslotted -= 1
             self._active -= 1
             self.wake.set()
 
-    async def _settle(self, batch: list[Message], result: InvocationResult) -> None:
-        """Delete what succeeded; what failed becomes visible again after the visibility timeout."""
-        if result.error_type is not None:
-            self._metrics.mapping_batches.labels(self.name, "failure").inc()
+    async def _invoke(self, batch: list[Message]) -> list[str] | None:
+        """Invoke `batch`, whose slot the caller holds (released here). Returns the receipts to delete
+        (what succeeded, and what filters rejected), or None when the function was throttled (the batch
+        went back to the queue)."""
+        function = self.route.function
+        try:
+            kept, event, done = self._event(batch)  # done: what filters rejected, deleted as Lambda does
+        except BaseException:
+            self._invoker.dispatcher.release(function)
+            raise
+        if not kept:
+            self._invoker.dispatcher.release(function)
+            return done
+        self._batch_size.observe(len(kept))
+        try:
+            result = await self._invoker.invoke_sync(function, event, slot_held=True)
+        except Throttled:
+            await self._give_back(kept, done)
+            self._throttles += 1
+            self._throttled_until = time.monotonic() + THROTTLE_BACKOFF.delay(self._throttles)
+            self._outcomes["throttled"].inc()
+            return None
+        self._throttles = 0
+        return done + self._succeeded(kept, result)
+
+    async def _give_back(self, messages: list[Message], done: list[str]) -> None:
+        """Return `messages`, never handed to the function, to the queue uncounted; delete `done`."""
+        if messages or done:
+            now = self._queues.clock()
+            await self._queues.transact(op_delete_many(self.route.queue, done),
+                                        *(op_return_uncounted(self.route.queue, m.receipt, now) for m in messages))
+
+    def _give_back_later(self, prefetch: asyncio.Future[list[Message] | None]) -> None:
+        if prefetch.cancelled() or prefetch.exception() is not None or not prefetch.result():
             return
+        now = self._queues.clock()
+        ops = [op_return_uncounted(self.route.queue, m.receipt, now) for m in prefetch.result() or []]
+        with contextlib.suppress(StoreClosed):  # stopped meanwhile: the next start releases them
+            self._queues.store.write(all_of(ops))
+
+    def _event(self, batch: list[Message]) -> tuple[list[Message], bytes, list[str]]:
+        """The messages to invoke with, their SQS event, and the receipts of the ones filters rejected."""
+        if self._filter.is_empty:
+            return batch, self._events.event(batch), []
+        kept: list[Message] = []
+        records: list[dict[str, Any]] = []
+        dropped: list[str] = []
+        for message in batch:
+            record = sqs_record(self.route.queue, message)
+            # filters see the record as sent, with a JSON body parsed
+            if self._filter.matches({**record, "body": _parse_json(message.body)}):
+                kept.append(message)
+                records.append(record)
+            else:
+                dropped.append(message.receipt)
+        if dropped:
+            self._metrics.mapping_filtered.labels(self.name).inc(len(dropped))
+        return kept, batch_event(records) if kept else b"", dropped
+
+    def _succeeded(self, batch: list[Message], result: InvocationResult) -> list[str]:
+        """The receipts of what succeeded, to delete; what failed becomes visible again after the
+        visibility timeout."""
+        if result.error_type is not None:
+            self._outcomes["failure"].inc()
+            return []
         failed: set[str] | None = set()
         if self.route.report_batch_item_failures:
             failed = batch_item_failures(result.payload, {m.id for m in batch})
         if failed is None:
             log.warning("Mapping %s: invalid batchItemFailures response; the whole batch failed.", self.name)
-            self._metrics.mapping_batches.labels(self.name, "failure").inc()
-            return
-        done = [m.receipt for m in batch if m.id not in failed]
-        if done:
-            await self._queues.store.write(op_delete_many(self.route.queue, done))
-        self._metrics.mapping_batches.labels(self.name, "partial" if failed else "success").inc()
+            self._outcomes["failure"].inc()
+            return []
+        self._outcomes["partial" if failed else "success"].inc()
+        if not failed:
+            return [m.receipt for m in batch]
+        return [m.receipt for m in batch if m.id not in failed]
+
+    async def _settle_and_receive(self, done: list[str]) -> list[Message] | None:
+        """Delete `done` and receive the next batch in one commit. The caller holds a slot for it; on
+        None (nothing to receive) the caller releases it."""
+        messages, dead_lettered = await self._settler.settle(done, want=True)
+        self._count_dead_lettered(dead_lettered)
+        if not messages:
+            return None
+        batches = self._split(messages)
+        for extra in batches[1:]:
+            self._dispatch(extra)  # past the byte cap: each runs as its own batch, once it has a slot
+        return batches[0]
+
+    def _split(self, messages: list[Message]) -> list[list[Message]]:
+        """`messages` cut into batches by the byte cap (the count cap is the receive's size)."""
+        batcher: Batcher[Message] = Batcher(self._policy)
+        batches = []
+        for message in messages:
+            size = len(message.body) + _RECORD_OVERHEAD
+            if not batcher.fits(size) or batcher.full:
+                batches.append(batcher.flush())
+            batcher.add(message, size, 0.0)
+        batches.append(batcher.flush())
+        return batches
 
 
 class StreamMapping(_Worker):

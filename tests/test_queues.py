@@ -4,6 +4,7 @@ windows and byte caps, filters, partial batch failures, redrive to the DLQ."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -360,3 +361,82 @@ def batch(event, context):
     assert http("GET", daemon.url + "/healthz", timeout=5).status == 200
     gate.close()
     wait_until(lambda: stats(daemon, "q")["visible"] + stats(daemon, "q")["in_flight"] == 0, what="the queue to drain")
+
+
+def test_without_a_window_a_batch_settles_and_receives_the_next_in_one_commit(daemon_factory, log: BatchLog) -> None:  # type: ignore[no-untyped-def]
+    # 200 messages, batches of 10, one slot: 20 batches. Deleting a batch and receiving the next one
+    # are one store operation, so the drain takes about 20 operations, not 40.
+    daemon = make(daemon_factory, log, {"fn": {"handler": "h.record", "concurrency": 1}}, queues={"q": {}},
+                  routes=[{"queue": "q", "function": "fn", "batch_size": 10}])
+    before = metric_value(daemon.metrics(), "eventd_store_commit_operations_sum")
+    bodies = [f"m{n}" for n in range(200)]
+    send(daemon, "q", *bodies)
+    wait_until(lambda: stats(daemon, "q")["visible"] + stats(daemon, "q")["in_flight"] == 0, timeout=30,
+               what="the queue to drain")
+    assert sorted(log.bodies("fn")) == sorted(bodies)  # each exactly once
+    assert [len(b["records"]) for b in log.batches("fn")] == [10] * 20
+    operations = metric_value(daemon.metrics(), "eventd_store_commit_operations_sum") - before
+    assert operations <= 30, operations
+
+
+def test_without_a_window_byte_caps_still_cut_batches(daemon_factory, log: BatchLog) -> None:  # type: ignore[no-untyped-def]
+    daemon = make(daemon_factory, log, {"fn": {"handler": "h.record", "concurrency": 1}}, queues={"q": {}},
+                  routes=[{"queue": "q", "function": "fn", "batch_size": 4, "max_batch_bytes": 3000}])
+    bodies = [("x" * 1500 if n % 3 == 0 else "s") + str(n) for n in range(60)]
+    send(daemon, "q", *bodies)
+    wait_until(lambda: stats(daemon, "q")["visible"] + stats(daemon, "q")["in_flight"] == 0, timeout=30,
+               what="the queue to drain")
+    assert sorted(log.bodies("fn")) == sorted(bodies)  # each exactly once
+    for batch in log.batches("fn"):
+        assert len(batch["records"]) <= 4
+        # 512 bytes of envelope per record count too: two 1500-byte bodies already pass 3000
+        assert sum(len(r["body"]) > 1000 for r in batch["records"]) <= 1
+
+
+GATED = '''
+import json, socket
+from h import _log
+
+def batch(event, context):
+    _log("gated", event, context)
+    for record in event["Records"]:
+        if record["body"].startswith("{"):
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.connect(json.loads(record["body"])["gate"])
+                sock.recv(1)
+'''
+
+
+def test_a_batch_received_ahead_goes_back_uncounted_when_the_mapping_stops(daemon_factory, log: BatchLog, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.harness import Gate
+
+    gate = Gate(tmp_path / "gate.sock")
+    functions = {"fn": {"handler": "gated.batch", "concurrency": 1, "environment": {"BATCH_LOG": str(log.path)}}}
+    daemon = daemon_factory(functions, {"h.py": HANDLERS, "gated.py": GATED}, queues={"q": {}},
+                            routes=[{"queue": "q", "function": "fn", "batch_size": 10}]).start()
+    bodies = [json.dumps({"gate": gate.path})] + [f"m{n}" for n in range(25)]
+    send(daemon, "q", *bodies)
+    # Given the first batch held in its handler, and the next one received ahead of it
+    gate.wait_arrivals(1)
+    wait_until(lambda: stats(daemon, "q")["in_flight"] == 20, what="the next batch to be received ahead")
+    # When the daemon is asked to stop (its listener closes), and only then the first batch finishes
+    assert daemon.process is not None
+    daemon.process.send_signal(signal.SIGTERM)
+
+    def closed() -> bool:
+        try:
+            http("GET", daemon.url + "/healthz", timeout=2)
+        except OSError:
+            return True
+        return False
+
+    wait_until(closed, what="the daemon to stop listening")
+    gate.close()
+    assert daemon.process.wait(20) == 0
+    # Then the batch received ahead never ran and went back to the queue with its receive uncounted
+    assert len(log.batches("fn")) == 1
+    daemon.start()
+    wait_until(lambda: len(log.bodies("fn")) == 26, timeout=30, what="the rest to run after the restart")
+    assert sorted(log.bodies("fn")) == sorted(bodies)
+    later = [r for b in log.batches("fn")[1:] for r in b["records"]]
+    assert {r["attributes"]["ApproximateReceiveCount"] for r in later} == {"1"}

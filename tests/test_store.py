@@ -7,9 +7,21 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+import sqlite_utils
 
 from eventd.store.engine import Store
-from eventd.store.queues import NewMessage, QueueStore, op_delete, op_send
+from eventd.store.queues import (
+    NewMessage,
+    QueueStore,
+    Redrive,
+    op_delete,
+    op_delete_many,
+    op_receive,
+    op_receive_batch,
+    op_receive_fifo,
+    op_send,
+)
+from eventd.store.schema import MIGRATIONS, migrate
 
 
 class Clock:
@@ -130,3 +142,90 @@ async def test_a_message_whose_lease_ran_out_counts_as_visible(queues: QueueStor
     clock.now += 6
     stats = (await queues.stats())["q"]
     assert (stats.visible, stats.in_flight) == (1, 0)
+
+
+def _vm_steps(conn: sqlite3.Connection, op) -> tuple[object, int]:  # type: ignore[no-untyped-def]
+    """Run `op(conn)` and count the SQLite VM instructions it took (in hundreds): a measure of work done
+    that does not depend on the machine's speed or load."""
+    steps = [0]
+
+    def tick() -> int:
+        steps[0] += 1
+        return 0
+
+    conn.set_progress_handler(tick, 100)
+    try:
+        result = op(conn)
+    finally:
+        conn.set_progress_handler(None, 100)
+    return result, steps[0]
+
+
+def test_a_receive_under_a_redrive_policy_does_not_scan_the_backlog() -> None:
+    # Regression: moving exhausted messages to the dead-letter queue looked at every visible message of
+    # the queue before each receive, so draining a backlog under a redrive policy was quadratic.
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrate(conn)
+    redrive = Redrive("dlq", max_receive_count=3)
+    work = []
+    for backlog in (1_000, 10_000):
+        conn.execute("DELETE FROM messages")
+        op_send("q", [NewMessage(b"m") for _ in range(backlog)], 0)(conn)
+        (messages, moved), steps = _vm_steps(conn, op_receive_batch("q", 10, 30, 1.0, redrive))
+        assert len(messages) == 10 and moved == 0
+        work.append(steps)
+    assert work[1] < 2 * work[0] + 10, work  # ten times the backlog: about the same work
+
+
+def test_exhausted_messages_go_to_the_dead_letter_queue_instead_of_being_received() -> None:
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrate(conn)
+    redrive = Redrive("dlq", max_receive_count=2)
+    op_send("q", [NewMessage(str(i).encode()) for i in range(30)], 0)(conn)
+    # every even message has been received twice already and is visible again
+    conn.execute("UPDATE messages SET receive_count = 2 WHERE CAST(body AS TEXT) % 2 = 0")
+    received: list[bytes] = []
+    moved_total = 0
+    for now in range(1, 20):
+        messages, moved = op_receive_batch("q", 4, 30, float(now), redrive)(conn)
+        moved_total += moved
+        received += [m.body for m in messages]
+        if not messages and not moved:
+            break
+    assert sorted(received, key=int) == [str(i).encode() for i in range(1, 30, 2)]
+    assert all(int(b) % 2 for b in received)
+    assert moved_total == 15
+    assert conn.execute("SELECT count(*) FROM messages WHERE queue = 'dlq' AND receive_count = 0").fetchone()[0] == 15
+
+
+def test_delete_many_deletes_only_messages_whose_receipt_is_current() -> None:
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrate(conn)
+    op_send("q", [NewMessage(str(i).encode()) for i in range(1_200)], 0)(conn)
+    op_send("other", [NewMessage(b"x")], 0)(conn)
+    first = op_receive("q", 1_200, 30, 1.0)(conn)
+    again = op_receive("q", 10, 30, 100.0)(conn)  # the first ten timed out and were received again
+    [other] = op_receive("other", 1, 30, 1.0)(conn)
+    # stale receipts of the first ten, a receipt of another queue's message, and 1,190 current ones
+    receipts = [m.receipt for m in first] + [other.receipt]
+    assert op_delete_many("q", receipts)(conn) == 1_190
+    assert op_delete_many("q", [m.receipt for m in again])(conn) == 10
+    assert conn.execute("SELECT queue FROM messages").fetchall() == [("other",)]
+
+
+def test_a_version_4_store_moves_to_the_partial_group_index(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    db = sqlite_utils.Database(conn)
+    for step in MIGRATIONS[:4]:
+        step(db)
+    conn.execute("PRAGMA user_version=4")
+    op_send("f", [NewMessage(b"a", group_id="g"), NewMessage(b"b", group_id="g")], 0)(conn)
+    op_send("q", [NewMessage(b"c")], 0)(conn)
+    assert migrate(conn) == len(MIGRATIONS)
+    sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'messages_group'").fetchone()[0]
+    assert sql.endswith("WHERE group_id IS NOT NULL")
+    # FIFO order still holds: the second message of the group waits for the first
+    [first] = op_receive_fifo("f", 1, 30, 1.0)(conn)
+    assert first.body == b"a" and op_receive_fifo("f", 10, 30, 1.0)(conn) == []
+    assert [m.body for m in op_receive("q", 10, 30, 1.0)(conn)] == [b"c"]

@@ -35,8 +35,10 @@ def record(event, context):
     _log(event, context)
 
 def shape(event, context):
-    with open(os.environ["STREAM_LOG"] + ".event", "w") as f:
+    # written aside, then renamed: the test reads the file as soon as it exists
+    with open(os.environ["STREAM_LOG"] + ".event.tmp", "w") as f:
         json.dump(event, f)
+    os.replace(os.environ["STREAM_LOG"] + ".event.tmp", os.environ["STREAM_LOG"] + ".event")
 
 def partial(event, context):
     _log(event, context)

@@ -5,6 +5,12 @@ The operations are plain functions of a connection (`op_*`) so that several can 
 transaction: moving an event to its next state (delete here + send there) is one commit.
 `QueueStore` is the narrow async interface the rest of eventd uses; another engine (a distributed
 log, say) can stand behind the same methods.
+
+The operations run on the store's writer thread, which takes the GIL back after every SQLite call
+(each statement, and each row fetched); while the event loop is busy, each of those waits for the loop
+to let go. So the hot operations (send, receive, delete a batch) use a fixed, small number of statements
+whatever the number of messages, and fetch one row: measured with a busy loop in the same process, a
+30-message receive and delete took 2.5 ms that way, against 10-25 ms with one fetch per row.
 """
 
 from __future__ import annotations
@@ -46,8 +52,11 @@ class Fifo:
     dedup_window: float
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Message:
+    """A received (or peeked) message. Not frozen: a frozen dataclass's __init__ costs several times
+    more, and the writer thread builds one per received row; treat it as read-only all the same."""
+
     queue: str
     id: str
     body: bytes
@@ -69,12 +78,10 @@ _COLUMNS = "seq, queue, id, body, attributes, meta, sent_at, receive_count, firs
 
 def _message(row: Sequence[Any]) -> Message:
     seq, queue, id_, body, attributes, meta, sent_at, receive_count, first_received_at, visible_at, group = row
-    return Message(
-        queue=queue, id=id_, body=bytes(body), attributes=orjson.loads(attributes) if attributes else {},
-        meta=orjson.loads(meta) if meta else {}, sent_at=sent_at, receive_count=receive_count,
-        first_received_at=first_received_at, visible_at=visible_at, receipt=f"{seq}:{receive_count}",
-        seq=seq, group_id=group,
-    )
+    # positional: this runs once per received row, on the writer thread, holding the GIL
+    return Message(queue, id_, body, orjson.loads(attributes) if attributes else {},
+                   orjson.loads(meta) if meta else {}, sent_at, receive_count, first_received_at, visible_at,
+                   f"{seq}:{receive_count}", seq, group)
 
 
 def _dumps(value: dict[str, Any] | None) -> str | None:
@@ -90,11 +97,15 @@ def op_send(queue: str, messages: Sequence[NewMessage], now: float, fifo: Fifo |
         ]
         if fifo is not None:
             rows = _deduplicate(conn, queue, messages, ids, rows, now, fifo)
-        conn.executemany(
-            "INSERT INTO messages (queue, id, body, attributes, meta, sent_at, visible_at, group_id) "
-            "VALUES (?,?,?,?,?,?,?,?)",
-            rows,
-        )
+        # one multi-row INSERT per chunk, not executemany: each SQLite call hands the GIL back and forth
+        # between the writer thread and a busy event loop (see the module docstring)
+        for start in range(0, len(rows), _INSERT_CHUNK):
+            chunk = rows[start : start + _INSERT_CHUNK]
+            conn.execute(
+                "INSERT INTO messages (queue, id, body, attributes, meta, sent_at, visible_at, group_id) "
+                "VALUES " + ",".join(["(?,?,?,?,?,?,?,?)"] * len(chunk)),
+                [value for row in chunk for value in row],
+            )
         return ids
 
     return run
@@ -129,53 +140,117 @@ class Redrive:
 
 def op_dead_letter_exhausted(queue: str, redrive: Redrive, now: float, limit: int) -> Operation[int]:
     """As SQS: a message about to be received once more than allowed goes to the dead-letter queue
-    instead, keeping its id, body, attributes and sent time. Returns how many moved."""
+    instead, keeping its id, body, attributes and sent time. Returns how many moved.
+
+    Only the `limit` messages next in line are looked at (the ones a receive of `limit` would get), so
+    the cost does not grow with the backlog; `op_receive` under the same policy skips any exhausted
+    message further back, which a later receive moves when it reaches the front.
+    """
 
     def run(conn: sqlite3.Connection) -> int:
         return conn.execute(
             """UPDATE messages SET queue = ?, visible_at = ?, in_flight = 0, receive_count = 0,
                    first_received_at = NULL
                WHERE seq IN (SELECT seq FROM messages WHERE queue = ? AND visible_at <= ?
-                             AND receive_count >= ? ORDER BY visible_at, seq LIMIT ?)""",
-            (redrive.dead_letter, now, queue, now, redrive.max_receive_count, limit),
+                             ORDER BY visible_at, seq LIMIT ?)
+                 AND receive_count >= ?""",
+            (redrive.dead_letter, now, queue, now, limit, redrive.max_receive_count),
         ).rowcount
 
     return run
 
 
+#: Rows per INSERT statement of `op_send` (8 parameters each, within SQLite's limit).
+_INSERT_CHUNK = 500
+#: Rows leased per UPDATE statement (one parameter each, within SQLite's limit).
+_LEASE_CHUNK = 10_000
+
+# The selected messages as one JSON array in one row: a single SQLite step, whatever the count (see the
+# module docstring). Bodies travel as hex (JSON holds no bytes), times as 17 significant digits (JSON's
+# REAL rendering keeps 15, which loses microseconds), and the first receive time as it will be after this
+# receive (`coalesce` with now).
+_SELECT_JSON = """SELECT json_group_array(json_array(seq, id, hex(body), attributes, meta,
+                      printf('%!.17g', sent_at), receive_count,
+                      printf('%!.17g', coalesce(first_received_at, :now)), group_id))
+                  FROM ({})"""
+
+
+def _lease(conn: sqlite3.Connection, queue: str, selected: str, params: dict[str, Any]) -> list[Message]:
+    """Receive the messages that `selected` (a SELECT of `messages` rows, oldest first) picks: lease them
+    until `params["until"]`, count the receive, and return them as received, oldest first."""
+    (text,) = conn.execute(_SELECT_JSON.format(selected), params).fetchone()
+    rows = orjson.loads(text)
+    if not rows:
+        return []
+    now, until = params["now"], params["until"]
+    for start in range(0, len(rows), _LEASE_CHUNK):
+        seqs = [row[0] for row in rows[start : start + _LEASE_CHUNK]]
+        conn.execute(
+            "UPDATE messages SET visible_at = ?, receive_count = receive_count + 1, in_flight = 1, "
+            f"first_received_at = coalesce(first_received_at, ?) WHERE seq IN ({','.join('?' * len(seqs))})",
+            [until, now, *seqs],
+        )
+    rows.sort(key=lambda row: row[0])  # hand them out in the order they arrived
+    messages = []
+    for seq, id_, body, attributes, meta, sent_at, receive_count, first_received_at, group in rows:
+        count = receive_count + 1
+        messages.append(Message(
+            queue, id_, bytes.fromhex(body), orjson.loads(attributes) if attributes else {},
+            orjson.loads(meta) if meta else {}, float(sent_at), count, float(first_received_at), until,
+            f"{seq}:{count}", seq, group,
+        ))
+    return messages
+
+
 def op_receive_fifo(queue: str, max_messages: int, visibility_timeout: float, now: float) -> Operation[list[Message]]:
     """FIFO receive: the oldest visible messages, but never one with an earlier message of its group
     still hidden (in flight, waiting out a failure, or delayed): a group is worked on in order."""
+    params = {"queue": queue, "now": now, "until": now + visibility_timeout, "limit": max_messages}
 
     def run(conn: sqlite3.Connection) -> list[Message]:
-        rows = conn.execute(
-            f"""UPDATE messages SET visible_at = ?, receive_count = receive_count + 1, in_flight = 1,
-                    first_received_at = coalesce(first_received_at, ?)
-                WHERE seq IN (SELECT m.seq FROM messages m WHERE m.queue = ? AND m.visible_at <= ?
-                              AND NOT EXISTS (SELECT 1 FROM messages p WHERE p.queue = m.queue
-                                              AND p.group_id = m.group_id AND p.seq < m.seq AND p.visible_at > ?)
-                              ORDER BY m.seq LIMIT ?)
-                RETURNING {_COLUMNS}""",
-            (now + visibility_timeout, now, queue, now, now, max_messages),
-        ).fetchall()
-        rows.sort(key=lambda row: row[0])
-        return [_message(row) for row in rows]
+        return _lease(conn, queue, """SELECT * FROM messages m WHERE m.queue = :queue AND m.visible_at <= :now
+              AND NOT EXISTS (SELECT 1 FROM messages p WHERE p.queue = m.queue
+                              AND p.group_id = m.group_id AND p.seq < m.seq AND p.visible_at > :now)
+            ORDER BY m.seq LIMIT :limit""", params)
 
     return run
 
 
-def op_receive(queue: str, max_messages: int, visibility_timeout: float, now: float) -> Operation[list[Message]]:
+_RECEIVE = "SELECT * FROM messages WHERE queue = :queue AND visible_at <= :now {} ORDER BY visible_at, seq LIMIT :limit"
+_RECEIVE_ANY = _RECEIVE.format("")
+_RECEIVE_UNDER = _RECEIVE.format("AND receive_count < :max_receive_count")
+
+
+def op_receive(queue: str, max_messages: int, visibility_timeout: float, now: float,
+               max_receive_count: int | None = None) -> Operation[list[Message]]:
+    """The oldest visible messages, leased for `visibility_timeout`. With `max_receive_count` (a redrive
+    policy), messages already received that often are left for `op_dead_letter_exhausted`."""
+    params = {"queue": queue, "now": now, "until": now + visibility_timeout, "limit": max_messages,
+              "max_receive_count": max_receive_count}
+    selected = _RECEIVE_ANY if max_receive_count is None else _RECEIVE_UNDER
+
     def run(conn: sqlite3.Connection) -> list[Message]:
-        rows = conn.execute(
-            f"""UPDATE messages SET visible_at = ?, receive_count = receive_count + 1, in_flight = 1,
-                    first_received_at = coalesce(first_received_at, ?)
-                WHERE seq IN (SELECT seq FROM messages WHERE queue = ? AND visible_at <= ?
-                              ORDER BY visible_at, seq LIMIT ?)
-                RETURNING {_COLUMNS}""",
-            (now + visibility_timeout, now, queue, now, max_messages),
-        ).fetchall()
-        rows.sort(key=lambda row: row[0])  # RETURNING order is unspecified; hand them out oldest first
-        return [_message(row) for row in rows]
+        return _lease(conn, queue, selected, params)
+
+    return run
+
+
+def op_receive_batch(queue: str, max_messages: int, visibility_timeout: float, now: float,
+                     redrive: Redrive | None = None, fifo: bool = False) -> Operation[tuple[list[Message], int]]:
+    """Receive under a redrive policy: first move exhausted messages to the dead-letter queue, then
+    receive, in one transaction. Returns the messages and how many were dead-lettered."""
+    if fifo:
+        receive = op_receive_fifo(queue, max_messages, visibility_timeout, now)
+    else:
+        receive = op_receive(queue, max_messages, visibility_timeout, now,
+                             redrive.max_receive_count if redrive else None)
+    if redrive is None:
+        return lambda conn: (receive(conn), 0)
+    move = op_dead_letter_exhausted(queue, redrive, now, max_messages)
+
+    def run(conn: sqlite3.Connection) -> tuple[list[Message], int]:
+        moved = move(conn)
+        return receive(conn), moved
 
     return run
 
@@ -196,15 +271,28 @@ def op_delete(queue: str, receipt: str) -> Operation[bool]:
     return run
 
 
+#: Receipts deleted per statement by `op_delete_many` (3 parameters each, within SQLite's limit).
+_DELETE_CHUNK = 500
+
+
 def op_delete_many(queue: str, receipts: Sequence[str]) -> Operation[int]:
-    """Delete several received messages in one statement (a finished batch)."""
+    """Delete several received messages (a finished batch), each only if its receipt is still current.
+    One statement per chunk rather than one per message: the writer thread takes the GIL back after
+    every SQLite call, and the event loop usually holds it."""
 
     def run(conn: sqlite3.Connection) -> int:
-        cursor = conn.executemany(
-            "DELETE FROM messages WHERE seq = ? AND queue = ? AND receive_count = ?",
-            [(seq, queue, count) for seq, count in map(_receipt, receipts)],
-        )
-        return cursor.rowcount
+        deleted = 0
+        for start in range(0, len(receipts), _DELETE_CHUNK):
+            keys = [_receipt(r) for r in receipts[start : start + _DELETE_CHUNK]]
+            # rowid lookups (seq IN ...), then the receipt's receive count per row (CASE seq ...)
+            sql = (f"DELETE FROM messages WHERE seq IN ({','.join('?' * len(keys))}) AND +queue = ? "
+                   f"AND receive_count = CASE seq{' WHEN ? THEN ?' * len(keys)} END")
+            params: list[Any] = [seq for seq, _ in keys]
+            params.append(queue)
+            for key in keys:
+                params += key
+            deleted += conn.execute(sql, params).rowcount
+        return deleted
 
     return run
 
@@ -379,19 +467,9 @@ class QueueStore:
 
     async def receive_batch(self, queue: str, max_messages: int, visibility_timeout: float,
                             redrive: Redrive | None, fifo: bool = False) -> tuple[list[Message], int]:
-        """Receive under a redrive policy: first move exhausted messages to the dead-letter queue, then
-        receive, in one transaction. Returns the messages and how many were dead-lettered."""
-        now = self.clock()
-        receive = (op_receive_fifo if fifo else op_receive)(queue, max_messages, visibility_timeout, now)
-        if redrive is None:
-            return await self.store.write(receive), 0
-        move = op_dead_letter_exhausted(queue, redrive, now, max_messages)
-
-        def run(conn: sqlite3.Connection) -> tuple[list[Message], int]:
-            moved = move(conn)
-            return receive(conn), moved
-
-        return await self.store.write(run)
+        """Receive under a redrive policy (see `op_receive_batch`)."""
+        return await self.store.write(
+            op_receive_batch(queue, max_messages, visibility_timeout, self.clock(), redrive, fifo))
 
     async def delete(self, queue: str, receipt: str) -> bool:
         return await self.store.write(op_delete(queue, receipt))
