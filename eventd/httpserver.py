@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, unquote
 
 import httptools
 import orjson
-from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
+from multidict import CIMultiDict, MultiDict, MultiDictProxy
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class Request:
         "remote",
     )
 
-    def __init__(self, method: str, raw_path: str, headers: CIMultiDictProxy[str], body: bytes, remote: str,
+    def __init__(self, method: str, raw_path: str, headers: CIMultiDict[str], body: bytes, remote: str,
                  app: Any, keep_alive: bool, http10: bool = False) -> None:
         self.method = method
         #: path and query exactly as sent (percent-encoding kept)
@@ -276,16 +276,10 @@ class _Connection(asyncio.Protocol):
 
     # --- httptools callbacks -------------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self.receiving = True
-        self._url = b""
-        self._headers = []
-        self._content_length = self._expect = None
-        self._body = []
-        self._size = 0
-        self._head_size = 0
-
+    # No on_message_begin: one callback fewer per request. A message starts with its URL, and the
+    # per-message state is reset when the previous message completes.
     def on_url(self, url: bytes) -> None:
+        self.receiving = True
         self._url += url
         self._count_head(len(url))
 
@@ -332,9 +326,14 @@ class _Connection(asyncio.Protocol):
         parser = self._parser
         request = Request(
             parser.get_method().decode("latin-1"), self._url.decode("latin-1"),
-            CIMultiDictProxy(CIMultiDict(self._headers)), b"".join(self._body), self._remote, self._server.app,
+            CIMultiDict(self._headers), b"".join(self._body), self._remote, self._server.app,
             parser.should_keep_alive(), parser.get_http_version() == "1.0",
         )
+        self._url = b""
+        self._headers = []
+        self._content_length = self._expect = None
+        self._body = []
+        self._size = self._head_size = 0
         self._pending.append(request)
         if len(self._pending) >= MAX_PIPELINED and self._reading and self._transport is not None:
             self._reading = False

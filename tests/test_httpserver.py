@@ -195,8 +195,8 @@ async def test_router_matches_literal_and_template_paths_and_says_404_and_405() 
     router.add("DELETE", "/functions/{name}/invocations", handler)
 
     def request(method: str, path: str) -> Request:
-        from multidict import CIMultiDict, CIMultiDictProxy
-        return Request(method, path, CIMultiDictProxy(CIMultiDict()), b"", "", None, True)
+        from multidict import CIMultiDict
+        return Request(method, path, CIMultiDict(), b"", "", None, True)
 
     assert router.resolve(request("GET", "/health")) is handler
     assert router.resolve(request("HEAD", "/health")) is handler
