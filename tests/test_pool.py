@@ -70,3 +70,30 @@ async def test_the_trace_id_is_in_the_environment_of_its_invocation_only(tmp_pat
         pool.checkin(process)
     finally:
         await pool.stop()
+
+
+def _rss_kb() -> int:
+    with open("/proc/self/status") as f:
+        return int(f.read().split("VmRSS:")[1].split()[0])
+
+
+async def test_the_daemon_side_of_a_warm_process_does_not_grow_with_invocations(tmp_path: Path) -> None:
+    # msgpack's default 1 MiB receive buffer became resident bit by bit: ~60 bytes per invocation,
+    # 1 MiB per handler process in the end
+    (tmp_path / "pid.py").write_text(HANDLER)
+    pool = FunctionPool("fn", FunctionSpec(handler="pid.handler", code=tmp_path), tmp_path,
+                        lambda name: lambda request_id, text: None)
+    await pool.start()
+    try:
+        checkout = await pool.checkout()
+        process = checkout.process
+        assert process is not None
+        for _ in range(500):  # warm-up: first-use allocations
+            await process.invoke(InvokeRequest("req", b"{}", "arn", 3.0))
+        before = _rss_kb()
+        for _ in range(20_000):
+            await process.invoke(InvokeRequest("req", b"{}", "arn", 3.0))
+        assert _rss_kb() - before < 400, f"grew {_rss_kb() - before} kB"
+        pool.checkin(process)
+    finally:
+        await pool.stop()

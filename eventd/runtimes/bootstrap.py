@@ -41,7 +41,8 @@ class Channel:
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
-        self._unpacker = msgpack.Unpacker(raw=False)
+        # a 64 KiB starting buffer instead of msgpack's 1 MiB, which would all become resident
+        self._unpacker = msgpack.Unpacker(raw=False, max_buffer_size=64 * 1024 * 1024, read_size=64 * 1024)
         self._packer = msgpack.Packer()
         #: held while sending, so frames from the raw-output thread never interleave with the main thread's
         self.lock = threading.RLock()

@@ -32,6 +32,8 @@ STOP_GRACE_S = 1.0
 #: One packer for every invoke frame (msgpack.packb builds a new one, buffer and all, per call);
 #: the event loop is single-threaded, so sharing it is safe.
 _PACKER = msgpack.Packer()
+#: starting receive buffer of a handler process's channel (see _Channel)
+_FRAME_BUFFER = 64 * 1024
 
 #: Called with (function, request_id or None, text) for every piece of handler output.
 OutputSink = Callable[[str | None, str], None]
@@ -83,7 +85,10 @@ class _Channel(asyncio.Protocol):
 
     def __init__(self, owner: HandlerProcess) -> None:
         self._owner = owner
-        self._unpacker = msgpack.Unpacker(raw=False, max_buffer_size=64 * 1024 * 1024)
+        # read_size is also the starting buffer (1 MiB by default). Each message moves the write
+        # position forward until the buffer is full, so a default buffer ends up resident: 1 MiB of
+        # daemon memory per handler process. 64 KiB holds every usual frame; bigger ones grow the buffer.
+        self._unpacker = msgpack.Unpacker(raw=False, max_buffer_size=64 * 1024 * 1024, read_size=_FRAME_BUFFER)
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
