@@ -3,13 +3,15 @@ event loop runs: the race between a process dying and the loop noticing is made 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from eventd.config.model import FunctionSpec
 from eventd.runtimes.pool import FunctionPool
-from eventd.runtimes.process import InvokeRequest
+from eventd.runtimes.process import HandlerProcess, InvokeRequest
 from tests.harness import process_gone, wait_until
 
 HANDLER = "import os\n\ndef handler(event, context):\n    return os.getpid()\n"
@@ -37,39 +39,37 @@ async def test_an_idle_process_that_died_before_the_loop_noticed_is_not_handed_o
         await pool.stop()
 
 
-async def test_handler_processes_run_under_sched_batch(tmp_path: Path) -> None:
-    (tmp_path / "policy.py").write_text("import os\n\ndef handler(event, context):\n    return os.sched_getscheduler(0)\n")
-    pool = FunctionPool("fn", FunctionSpec(handler="policy.handler", code=tmp_path), tmp_path,
+@contextlib.asynccontextmanager
+async def one_process(tmp_path: Path, source: str) -> AsyncIterator[HandlerProcess]:
+    """A started pool of `handler` in `source`, and one process checked out of it."""
+    (tmp_path / "fn.py").write_text(source)
+    pool = FunctionPool("fn", FunctionSpec(handler="fn.handler", code=tmp_path), tmp_path,
                         lambda name: lambda request_id, text: None)
     await pool.start()
     try:
         checkout = await pool.checkout()
         assert checkout.process is not None
-        outcome = await checkout.process.invoke(InvokeRequest("req-1", b"{}", "arn", 3.0))
-        assert int(outcome.payload or b"-1") == os.SCHED_BATCH
+        yield checkout.process
         pool.checkin(checkout.process)
     finally:
         await pool.stop()
 
 
+async def run(process: HandlerProcess, trace_id: str | None = None) -> bytes | None:
+    return (await process.invoke(InvokeRequest("req", b"{}", "arn", 3.0, trace_id=trace_id))).payload
+
+
+async def test_handler_processes_run_under_sched_batch(tmp_path: Path) -> None:
+    async with one_process(tmp_path, "import os\n\ndef handler(event, context):\n"
+                                     "    return os.sched_getscheduler(0)\n") as process:
+        assert int(await run(process) or b"-1") == os.SCHED_BATCH
+
+
 async def test_the_trace_id_is_in_the_environment_of_its_invocation_only(tmp_path: Path) -> None:
-    (tmp_path / "trace.py").write_text(
-        "import os\n\ndef handler(event, context):\n    return os.environ.get('_X_AMZN_TRACE_ID')\n")
-    pool = FunctionPool("fn", FunctionSpec(handler="trace.handler", code=tmp_path), tmp_path,
-                        lambda name: lambda request_id, text: None)
-    await pool.start()
-    try:
-        checkout = await pool.checkout()
-        process = checkout.process
-        assert process is not None
-        seen = []
-        for trace_id in ("Root=1-abc", None, None, "Root=1-def"):
-            outcome = await process.invoke(InvokeRequest("req", b"{}", "arn", 3.0, trace_id=trace_id))
-            seen.append(outcome.payload)
+    async with one_process(tmp_path, "import os\n\ndef handler(event, context):\n"
+                                     "    return os.environ.get('_X_AMZN_TRACE_ID')\n") as process:
+        seen = [await run(process, trace_id) for trace_id in ("Root=1-abc", None, None, "Root=1-def")]
         assert seen == [b'"Root=1-abc"', b"null", b"null", b'"Root=1-def"']
-        pool.checkin(process)
-    finally:
-        await pool.stop()
 
 
 def _rss_kb() -> int:
@@ -80,20 +80,10 @@ def _rss_kb() -> int:
 async def test_the_daemon_side_of_a_warm_process_does_not_grow_with_invocations(tmp_path: Path) -> None:
     # msgpack's default 1 MiB receive buffer became resident bit by bit: ~60 bytes per invocation,
     # 1 MiB per handler process in the end
-    (tmp_path / "pid.py").write_text(HANDLER)
-    pool = FunctionPool("fn", FunctionSpec(handler="pid.handler", code=tmp_path), tmp_path,
-                        lambda name: lambda request_id, text: None)
-    await pool.start()
-    try:
-        checkout = await pool.checkout()
-        process = checkout.process
-        assert process is not None
+    async with one_process(tmp_path, HANDLER) as process:
         for _ in range(500):  # warm-up: first-use allocations
-            await process.invoke(InvokeRequest("req", b"{}", "arn", 3.0))
+            await run(process)
         before = _rss_kb()
         for _ in range(20_000):
-            await process.invoke(InvokeRequest("req", b"{}", "arn", 3.0))
+            await run(process)
         assert _rss_kb() - before < 400, f"grew {_rss_kb() - before} kB"
-        pool.checkin(process)
-    finally:
-        await pool.stop()
