@@ -105,11 +105,6 @@ class Request:
     def host(self) -> str:
         return self.headers.get("Host", "")
 
-    @property
-    def content_length(self) -> int | None:
-        value = self.headers.get("Content-Length")
-        return int(value) if value is not None and value.isdigit() else None
-
 
 Handler = Callable[[Request], Awaitable[Response]]
 #: builds the answer the server itself gives: 400 (unparseable request), 413 (body over the cap),
@@ -434,12 +429,6 @@ class _Connection(asyncio.Protocol):
             self._transport.abort()
 
 
-def route_pattern(template: str) -> tuple[str, ...] | None:
-    """Split a `/a/{name}/b` template into segments (None for literal templates)."""
-    segments = tuple(template.strip("/").split("/"))
-    return segments if any(s.startswith("{") for s in segments) else None
-
-
 class Router:
     """Method + path template -> handler, for the Invoke API and the admin and producer endpoints.
     `{name}` matches one decoded path segment. Unknown paths raise 404, known paths with another
@@ -447,22 +436,21 @@ class Router:
 
     def __init__(self) -> None:
         self._literal: dict[str, dict[str, Handler]] = {}
-        self._templates: list[tuple[tuple[str, ...], dict[str, Handler]]] = []
-        #: (segment count, first segment) -> the templates that can match such a path, in order
+        #: template segments -> methods, for templates with parameters
+        self._templates: dict[tuple[str, ...], dict[str, Handler]] = {}
+        #: (segment count, first segment or "{") -> the templates that can match such a path, in order
         self._buckets: dict[tuple[int, str], list[tuple[tuple[str, ...], dict[str, Handler]]]] = {}
 
     def add(self, method: str, template: str, handler: Handler) -> None:
-        methods: dict[str, Handler]
-        segments = route_pattern(template)
-        if segments is None:
+        segments = tuple(template.strip("/").split("/"))
+        if not any(segment.startswith("{") for segment in segments):
             methods = self._literal.setdefault(template, {})
+        elif segments in self._templates:
+            methods = self._templates[segments]
         else:
-            existing = next((m for s, m in self._templates if s == segments), None)
-            if existing is None:
-                existing = {}
-                self._templates.append((segments, existing))
-                self._buckets.clear()  # rebuilt on the next resolve
-            methods = existing
+            methods = self._templates[segments] = {}
+            first = "{" if segments[0].startswith("{") else segments[0]
+            self._buckets.setdefault((len(segments), first), []).append((segments, methods))
         methods[method] = handler
         if method == "GET":
             methods.setdefault("HEAD", handler)
@@ -472,11 +460,6 @@ class Router:
         methods = self._literal.get(path)
         if methods is None:
             parts = path.strip("/").split("/")
-            if not self._buckets:
-                for entry in self._templates:
-                    first = entry[0][0]
-                    key = (len(entry[0]), "{" if first.startswith("{") else first)
-                    self._buckets.setdefault(key, []).append(entry)
             # templates led by a parameter are tried after those whose first segment is the path's
             candidates = self._buckets.get((len(parts), parts[0]), []) + self._buckets.get((len(parts), "{"), [])
             for segments, candidate in candidates:
