@@ -80,24 +80,22 @@ class _AcceptBatch:
             try:
                 stored = self._queues.store.write(op_send(queue, messages, now))
             except Exception as exc:  # noqa: BLE001 - the store is closed: every caller hears it
-                _settle(futures, exc)
-                continue
-            stored.add_done_callback(functools.partial(_settle_from, futures))
+                stored = asyncio.get_running_loop().create_future()
+                stored.set_exception(exc)
+            stored.add_done_callback(functools.partial(_settle, futures))
 
 
-def _settle_from(futures: list[asyncio.Future[None]], stored: asyncio.Future[Any]) -> None:
-    _settle(futures, None if not stored.cancelled() and stored.exception() is None
-            else (stored.exception() or asyncio.CancelledError()))
-
-
-def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+def _settle(futures: list[asyncio.Future[None]], stored: asyncio.Future[Any]) -> None:
+    """Pass the commit's outcome (done, failed or cancelled) to every caller waiting on it."""
     for future in futures:
         if future.done():
             continue
-        if error is None:
-            future.set_result(None)
-        else:
+        if stored.cancelled():
+            future.cancel()
+        elif (error := stored.exception()) is not None:
             future.set_exception(error)
+        else:
+            future.set_result(None)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -388,3 +389,27 @@ def test_every_failure_kind_is_retried_then_dead_lettered(daemon_factory, events
         assert metric_value(text, "eventd_async_retries_total", function=name, cause="error") == 1
     # the daemon and the functions are still fine
     assert daemon.invoke("slow", {}).status == 200
+
+
+async def test_every_caller_of_a_shared_accept_commit_hears_its_outcome() -> None:
+    from eventd.asyncq import _settle
+
+    loop = asyncio.get_running_loop()
+    for outcome in ("done", "failed", "cancelled"):
+        stored: asyncio.Future[None] = loop.create_future()
+        callers: list[asyncio.Future[None]] = [loop.create_future() for _ in range(3)]
+        if outcome == "done":
+            stored.set_result(None)
+        elif outcome == "failed":
+            stored.set_exception(OSError("disk full"))
+        else:
+            stored.cancel()
+        _settle(callers, stored)
+        for caller in callers:
+            assert caller.done()
+            if outcome == "done":
+                assert caller.result() is None
+            elif outcome == "failed":
+                assert isinstance(caller.exception(), OSError)
+            else:
+                assert caller.cancelled()
