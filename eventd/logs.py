@@ -67,7 +67,7 @@ class DaemonLogging:
 
     def function_output(self, function: str, request_id: str | None, text: str) -> None:
         """Queue handler output (possibly several lines) for `function`, tagged with `request_id`."""
-        self._output.put((function, request_id, text))
+        self._output.put((function, request_id, "", [text], ""))
 
     def invocation(self, function: str, request_id: str, start: str, output: list[str], closing: str) -> None:
         """Queue one invocation's whole log: START, the handler's output (tagged), END and REPORT.
@@ -91,20 +91,19 @@ class DaemonLogging:
             if stop:
                 return
 
-    def _write_batch(self, batch: list[tuple[str, str | None, str] | tuple[str, str, str, list[str], str]]) -> None:
+    def _write_batch(self, batch: list[tuple[str, str | None, str, list[str], str]]) -> None:
         stamp = _timestamp()
-        # function -> (request id or None, text) in order; an invocation arrives as one entry
+        # every entry is (function, request id, untagged head, output tagged with the id, untagged tail);
+        # regroup them per function, in order
         pieces: dict[str, list[tuple[str | None, str]]] = {}
-        for entry in batch:
-            mine = pieces.setdefault(entry[0], [])
-            if len(entry) == 3:
-                mine.append((entry[1], entry[2]))
-            else:
-                _, request_id, start, output, closing = entry  # type: ignore[misc]
-                mine.append((None, start))
-                if output:
-                    mine.append((request_id, "".join(output)))
-                mine.append((None, closing))
+        for function, request_id, head, output, tail in batch:
+            mine = pieces.setdefault(function, [])
+            if head:
+                mine.append((None, head))
+            if output:
+                mine.append((request_id, "".join(output)))
+            if tail:
+                mine.append((None, tail))
         to_stderr: list[str] = []
         per_file: dict[str, list[str]] = {}
         echo = self._level <= logging.INFO  # function output reaches stderr at info and below only
