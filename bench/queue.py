@@ -259,6 +259,12 @@ class Producer:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         self.slowest_s = 0.0
 
+    def send_all(self, path: str, bodies: list[bytes], key: str, n: int) -> None:
+        """Send every body; stop the benchmark unless eventd committed all `n` items."""
+        sent = self.send(path, bodies, key)
+        if sent != n:
+            raise SystemExit(f"bench: eventd committed {sent} of {n} {key}")
+
     def send(self, path: str, bodies: list[bytes], key: str) -> int:
         sent = 0
         for number, body in enumerate(bodies):
@@ -278,6 +284,18 @@ class Producer:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def preload(daemon: Any, port: int, path: str, requests: list[bytes], what: str, n: int) -> float:
+    """Start eventd, commit all `n` items through the producer API, stop it; the seconds it took to send."""
+    daemon.spawn().wait_ready(60)
+    producer = Producer(port)
+    t0 = time.time()
+    producer.send_all(path, requests, what, n)
+    enqueue_s = time.time() - t0
+    producer.close()
+    daemon.stop()
+    return enqueue_s
 
 
 def queue_requests(bodies: list[str]) -> list[bytes]:
@@ -319,15 +337,7 @@ def run_eventd_queue(args: argparse.Namespace, bodies: list[str], batch_size: in
                                   "route_max_concurrency": route_cap, "messages": n}
         try:
             # 1. pre-load with the route disabled
-            daemon.spawn().wait_ready(60)
-            producer = Producer(port)
-            t0 = time.time()
-            sent = producer.send("/queues/q/messages", requests, "messages")
-            enqueue_s = time.time() - t0
-            producer.close()
-            if sent != n:
-                raise SystemExit(f"bench: eventd committed {sent} of {n} messages")
-            daemon.stop()
+            enqueue_s = preload(daemon, port, "/queues/q/messages", requests, "messages", n)
             # 2. drain: enable the route, start again, watch the oldest message
             db = connect_ro(root / "state" / "eventd.db")
             # rowid order, no index: O(1) while q is the only queue holding messages (the indexes would make
@@ -389,7 +399,7 @@ def run_eventd_queue(args: argparse.Namespace, bodies: list[str], batch_size: in
             before = daemon.metrics()
             producer = Producer(port)
             s0 = Sample(process_tree(server.proc.pid))
-            sent = producer.send("/queues/q/messages", requests, "messages")
+            producer.send_all("/queues/q/messages", requests, "messages", n)
             sent_at = time.time()
             producer.close()
             poll(lambda: db.execute(oldest_q).fetchone() is None, args.timeout, "the live queue to drain", interval)
@@ -430,15 +440,7 @@ def run_eventd_stream(args: argparse.Namespace, bodies: list[str]) -> dict[str, 
         result: dict[str, Any] = {"kind": "stream", "durability": args.durability, "shards": args.shards,
                                   "batch_size": batch_size, "records": n}
         try:
-            daemon.spawn().wait_ready(60)
-            producer = Producer(port)
-            t0 = time.time()
-            sent = producer.send("/streams/s/records", requests, "records")
-            enqueue_s = time.time() - t0
-            producer.close()
-            if sent != n:
-                raise SystemExit(f"bench: eventd committed {sent} of {n} records")
-            daemon.stop()
+            enqueue_s = preload(daemon, port, "/streams/s/records", requests, "records", n)
             db = connect_ro(root / "state" / "eventd.db")
             shards = dict(db.execute("SELECT shard, next_seq - 1 FROM stream_shards WHERE stream = 's'").fetchall())
             result["records_per_shard"] = [shards.get(i, 0) for i in range(args.shards)]
@@ -478,7 +480,7 @@ def run_eventd_stream(args: argparse.Namespace, bodies: list[str]) -> dict[str, 
             before = daemon.metrics()
             producer = Producer(port)
             s0 = Sample(process_tree(server.proc.pid))
-            sent = producer.send("/streams/s/records", requests, "records")
+            producer.send_all("/streams/s/records", requests, "records", n)
             sent_at = time.time()
             producer.close()
             poll(lambda: db.execute(checkpoints_q).fetchone()[1] >= 2 * n, args.timeout, "the live stream to drain",
