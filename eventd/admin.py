@@ -7,7 +7,7 @@ import time
 import orjson
 
 from eventd import __version__
-from eventd.api import Api, ApiError
+from eventd.api import Api, ApiError, queue_not_found
 from eventd.config import mapping_name, route_source
 from eventd.dlq import describe, redrive
 from eventd.httpserver import Request, Response, json_response
@@ -60,7 +60,7 @@ async def status(request: Request) -> Response:
 def _queue(request: Request) -> str:
     name = request.match_info["queue"]
     if name not in request.app.invoker.config.queues:
-        raise ApiError(404, "QueueDoesNotExist", f"Queue not found: {name}", message_key="Message")
+        raise queue_not_found(name)
     return name
 
 

@@ -70,6 +70,10 @@ def not_found(name: str, qualifier: str | None = None) -> ApiError:
                     message_key="Message")
 
 
+def queue_not_found(name: str) -> ApiError:
+    return ApiError(404, "QueueDoesNotExist", f"Queue not found: {name}", message_key="Message")
+
+
 _ERROR_CODES = {400: "InvalidRequestContentException", 404: "ResourceNotFoundException",
                 405: "MethodNotAllowedException", 431: "InvalidRequestContentException"}
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from eventd.api import Api, ApiError
+from eventd.api import Api, ApiError, queue_not_found
 from eventd.httpserver import Request, Response, json_response
 from eventd.store.queues import Fifo, NewMessage
 from eventd.store.streams import NewRecord, sequence_number, shard_id
@@ -25,7 +25,7 @@ def _invalid(message: str) -> ApiError:
     return ApiError(400, "InvalidParameterValue", message)
 
 
-async def _json_body(request: Request) -> Any:
+def _json_body(request: Request) -> Any:
     try:
         return orjson.loads(request.body)
     except orjson.JSONDecodeError as exc:
@@ -71,8 +71,8 @@ async def send_messages(request: Request) -> Response:
     config = request.app.invoker.config
     spec = config.queues.get(name)
     if spec is None:
-        raise ApiError(404, "QueueDoesNotExist", f"Queue not found: {name}", message_key="Message")
-    entries, many = _entries(await _json_body(request), "messages")
+        raise queue_not_found(name)
+    entries, many = _entries(_json_body(request), "messages")
     messages = []
     for index, entry in enumerate(entries):
         where = f"messages[{index}]" if many else "message"
@@ -121,7 +121,7 @@ async def put_records(request: Request) -> Response:
     spec = config.streams.get(name)
     if spec is None:
         raise ApiError(404, "ResourceNotFoundException", f"Stream not found: {name}", message_key="Message")
-    entries, many = _entries(await _json_body(request), "records")
+    entries, many = _entries(_json_body(request), "records")
     records = []
     for index, entry in enumerate(entries):
         where = f"records[{index}]" if many else "record"
