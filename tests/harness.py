@@ -46,7 +46,8 @@ def process_gone(pid: int) -> bool:
         with open(f"/proc/{pid}/stat") as f:
             zombie = f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
         return zombie and len(os.listdir(f"/proc/{pid}/task")) <= 1
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
+        # the process was reaped between the open and the read: ESRCH, not ENOENT
         return True
 
 
