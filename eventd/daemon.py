@@ -11,6 +11,7 @@ signal skips the wait. Async events not finished stay in the store and run after
 from __future__ import annotations
 
 import asyncio
+import gc
 import contextlib
 import logging
 import signal
@@ -128,6 +129,7 @@ class Daemon:
         up = sum(pool.counts()["idle"] for pool in invoker.pools.values())
         log.info("Ready: %d of %d warm processes started in %.0f ms.", up, warm, (time.perf_counter() - started) * 1000)
         state.ready["running"] = True
+        _tune_gc()
         notify("READY=1", f"STATUS=Serving {len(config.functions)} functions on {config.listen}")
         pinger = None
         interval = watchdog_interval()
@@ -161,6 +163,16 @@ class Daemon:
 
     def _handle_hup(self) -> None:
         log.warning("SIGHUP: configuration reload is not supported yet; restart eventd to apply changes.")
+
+
+def _tune_gc() -> None:
+    """The objects made at start-up (modules, config, pools, routes) live as long as the daemon: freeze
+    them out of the cyclic collector's scans. The hot paths allocate many short-lived containers (event
+    dicts, futures, frames) that die by reference counting, yet every 700 of them set off a young
+    collection: at 15,000 queue messages/s those collections took about 6% of the event loop's
+    thread. Collect young objects every 20,000 allocations instead; garbage cycles wait a little longer."""
+    gc.freeze()
+    gc.set_threshold(20_000, 10, 10)
 
 
 def run(config: Config, config_name: str) -> int:
