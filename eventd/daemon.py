@@ -11,8 +11,8 @@ signal skips the wait. Async events not finished stay in the store and run after
 from __future__ import annotations
 
 import asyncio
-import gc
 import contextlib
+import gc
 import logging
 import signal
 import sqlite3

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import time
 from typing import Any
@@ -24,8 +25,16 @@ def stream_arn(stream: str) -> str:
     return f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/{stream}"
 
 
+try:
+    # CPython's own MD5: for bodies of a few hundred bytes it takes 0.5 us against OpenSSL's 1.3 (the
+    # EVP set-up dominates), and every SQS record carries one
+    from _md5 import md5 as _new_md5
+except ImportError:  # a Python built without it
+    _new_md5 = functools.partial(hashlib.md5, usedforsecurity=False)
+
+
 def _md5(data: bytes) -> str:
-    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+    return _new_md5(data).hexdigest()
 
 
 def sqs_record(queue: str, message: Message) -> dict[str, Any]:
@@ -73,24 +82,25 @@ class SqsEvents:
 
     def __init__(self, queue: str) -> None:
         self.queue = queue
-        self._tail = b'","eventSource":"aws:sqs","eventSourceARN":' + orjson.dumps(queue_arn(queue)) + \
-            b',"awsRegion":' + orjson.dumps(REGION) + b"}"
+        # one %-format per record: the fields eventd makes (receipt, counts, times, md5) need no escaping
+        self._format = (
+            b'{"messageId":%s,"receiptHandle":"%s","body":%s,"attributes":{"ApproximateReceiveCount":"%d",'
+            b'"SentTimestamp":"%d","SenderId":"eventd","ApproximateFirstReceiveTimestamp":"%d"},'
+            b'"messageAttributes":{},"md5OfBody":"%s","eventSource":"aws:sqs","eventSourceARN":'
+            + orjson.dumps(queue_arn(queue)).replace(b"%", b"%%") + b',"awsRegion":'
+            + orjson.dumps(REGION).replace(b"%", b"%%") + b"}"
+        )
 
     def record(self, message: Message) -> bytes:
         if message.attributes or message.group_id is not None:
             return orjson.dumps(sqs_record(self.queue, message))
-        sent_ms = int(message.sent_at * 1000)
-        first_ms = int((message.first_received_at or message.sent_at) * 1000)
-        return b"".join((
-            b'{"messageId":', orjson.dumps(message.id),
-            b',"receiptHandle":', orjson.dumps(message.receipt),
-            b',"body":', orjson.dumps(message.body.decode(errors="replace")),
-            b',"attributes":{"ApproximateReceiveCount":"', b"%d" % message.receive_count,
-            b'","SentTimestamp":"', b"%d" % sent_ms,
-            b'","SenderId":"eventd","ApproximateFirstReceiveTimestamp":"', b"%d" % first_ms,
-            b'"},"messageAttributes":{},"md5OfBody":"', _md5(message.body).encode(),
-            self._tail,
-        ))
+        body = message.body
+        return self._format % (
+            orjson.dumps(message.id), message.receipt.encode(), orjson.dumps(body.decode(errors="replace")),
+            message.receive_count, int(message.sent_at * 1000),
+            int((message.first_received_at or message.sent_at) * 1000),
+            _new_md5(body).hexdigest().encode(),
+        )
 
     def event(self, messages: list[Message]) -> bytes:
         return b'{"Records":[' + b",".join([self.record(m) for m in messages]) + b"]}"

@@ -496,6 +496,8 @@ class QueueMapping(_Worker):
 
     def _split(self, messages: list[Message]) -> list[list[Message]]:
         """`messages` cut into batches by the byte cap (the count cap is the receive's size)."""
+        if sum([len(m.body) for m in messages]) + _RECORD_OVERHEAD * len(messages) <= self._policy.max_bytes:
+            return [messages]  # the usual case, without a Batcher step per message
         batcher: Batcher[Message] = Batcher(self._policy)
         batches = []
         for message in messages:

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from eventd.api import Api, ApiError, queue_not_found
+from eventd.config.model import QueueSpec
 from eventd.httpserver import Request, Response, json_response
 from eventd.store.queues import Fifo, NewMessage
 from eventd.store.streams import NewRecord, sequence_number, shard_id
@@ -66,6 +67,40 @@ def _attributes(raw: Any, where: str) -> dict[str, Any] | None:
     return attributes
 
 
+def _new_message(entry: Any, where: str, name: str, spec: QueueSpec) -> NewMessage:
+    """One entry of a send, checked: a clear error for anything a queue cannot take."""
+    if not isinstance(entry, dict) or "body" not in entry:
+        raise _invalid(f"{where} must be an object with a `body`")
+    body = _text(entry["body"])
+    attributes = _attributes(entry.get("attributes"), where)
+    size = len(body) + len(orjson.dumps(attributes or {}))
+    if size > spec.max_message_size:
+        raise _invalid(f"{where} is {size} bytes; queue {name} takes at most {spec.max_message_size}")
+    delay = spec.delay
+    if "delay" in entry:
+        try:
+            delay = parse_duration(entry["delay"])
+        except ValueError as exc:
+            raise _invalid(f"{where}.delay: {exc}") from None
+        if delay > 900:
+            raise _invalid(f"{where}.delay: at most 15m")
+    group_id = dedup_id = None
+    meta = None
+    if spec.fifo:
+        group_id = entry.get("group_id")
+        if not isinstance(group_id, str) or not 1 <= len(group_id) <= 128:
+            raise _invalid(f"{where}.group_id: a FIFO queue needs a message group id of 1-128 characters")
+        dedup_id = entry.get("deduplication_id")
+        if dedup_id is None and spec.content_based_deduplication:
+            dedup_id = hashlib.sha256(body).hexdigest()
+        if not isinstance(dedup_id, str) or not 1 <= len(dedup_id) <= 128:
+            raise _invalid(f"{where}.deduplication_id: queue {name} needs one (or content_based_deduplication)")
+        meta = {"dedup": dedup_id}
+    elif "group_id" in entry or "deduplication_id" in entry:
+        raise _invalid(f"{where}: group_id and deduplication_id are for FIFO queues; {name} is not one")
+    return NewMessage(body, attributes, meta=meta, delay=delay, group_id=group_id, dedup_id=dedup_id)
+
+
 async def send_messages(request: Request) -> Response:
     name = request.match_info["queue"]
     config = request.app.invoker.config
@@ -74,38 +109,15 @@ async def send_messages(request: Request) -> Response:
         raise queue_not_found(name)
     entries, many = _entries(_json_body(request), "messages")
     messages = []
+    fits = spec.max_message_size - 2  # a body alone: its attributes count as `{}`
     for index, entry in enumerate(entries):
-        where = f"messages[{index}]" if many else "message"
-        if not isinstance(entry, dict) or "body" not in entry:
-            raise _invalid(f"{where} must be an object with a `body`")
-        body = _text(entry["body"])
-        attributes = _attributes(entry.get("attributes"), where)
-        size = len(body) + len(orjson.dumps(attributes or {}))
-        if size > spec.max_message_size:
-            raise _invalid(f"{where} is {size} bytes; queue {name} takes at most {spec.max_message_size}")
-        delay = spec.delay
-        if "delay" in entry:
-            try:
-                delay = parse_duration(entry["delay"])
-            except ValueError as exc:
-                raise _invalid(f"{where}.delay: {exc}") from None
-            if delay > 900:
-                raise _invalid(f"{where}.delay: at most 15m")
-        group_id = dedup_id = None
-        meta = None
-        if spec.fifo:
-            group_id = entry.get("group_id")
-            if not isinstance(group_id, str) or not 1 <= len(group_id) <= 128:
-                raise _invalid(f"{where}.group_id: a FIFO queue needs a message group id of 1-128 characters")
-            dedup_id = entry.get("deduplication_id")
-            if dedup_id is None and spec.content_based_deduplication:
-                dedup_id = hashlib.sha256(body).hexdigest()
-            if not isinstance(dedup_id, str) or not 1 <= len(dedup_id) <= 128:
-                raise _invalid(f"{where}.deduplication_id: queue {name} needs one (or content_based_deduplication)")
-            meta = {"dedup": dedup_id}
-        elif "group_id" in entry or "deduplication_id" in entry:
-            raise _invalid(f"{where}: group_id and deduplication_id are for FIFO queues; {name} is not one")
-        messages.append(NewMessage(body, attributes, meta=meta, delay=delay, group_id=group_id, dedup_id=dedup_id))
+        # the usual entry, {"body": "text"} on a standard queue, without the general checks below
+        if type(entry) is dict and len(entry) == 1 and type(text := entry.get("body")) is str and not spec.fifo:
+            body = text.encode()
+            if len(body) <= fits:
+                messages.append(NewMessage(body, delay=spec.delay))
+                continue
+        messages.append(_new_message(entry, f"messages[{index}]" if many else "message", name, spec))
     fifo = Fifo(spec.deduplication_window) if spec.fifo else None
     ids = await request.app.queues.send(name, messages, fifo)
     request.app.metrics.queue_sent.labels(name).inc(len(ids))
