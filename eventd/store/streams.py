@@ -65,7 +65,8 @@ def op_put(stream: str, shards: int, records: Sequence[NewRecord], now: float) -
                 next_seq[shard] = row[0] if row else 1
             seq = next_seq[shard]
             next_seq[shard] = seq + 1
-            rows.append((stream, shard, seq, record.partition_key, record.data, now))
+            # bytearray, not bytes: sqlite3 binds it without its adaptation protocol (see queues.op_send)
+            rows.append((stream, shard, seq, record.partition_key, bytearray(record.data), now))
             results.append(PutResult(shard, seq))
         conn.executemany("INSERT INTO stream_records (stream, shard, seq, partition_key, data, arrival) "
                          "VALUES (?,?,?,?,?,?)", rows)
