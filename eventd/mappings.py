@@ -7,6 +7,7 @@ Pollers fetch only what free concurrency can take, so a burst waits on disk, not
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -49,6 +50,10 @@ log = logging.getLogger(__name__)
 STREAM_RETRY_BACKOFF = Backoff(initial=0.2, maximum=10.0, multiplier=2.0, jitter=0.1)
 #: Bytes counted for a record's envelope besides its body, so byte caps hold for the event as sent.
 _RECORD_OVERHEAD = 512
+#: A queue mapping's slot keeps up to this many batches received ahead, and no more than
+#: _MAX_MESSAGES_AHEAD messages (unless one batch is larger): see QueueMapping.
+_MAX_AHEAD = 4
+_MAX_MESSAGES_AHEAD = 40
 
 
 def batch_item_failures(payload: bytes, identifiers: set[str]) -> set[str] | None:
@@ -174,10 +179,10 @@ class _Settler:
         self._lock = threading.Lock()  # the writer thread starts a round while the loop may be joining it
         self._open: _Round | None = None
 
-    async def settle(self, done: list[str], want: bool) -> tuple[list[Message], int]:
-        """Delete the messages of receipts `done`; with `want`, also receive up to one batch. Returns the
-        messages received for this request and how many were moved to the dead-letter queue meanwhile
-        (reported to the request that opened the round)."""
+    async def settle(self, done: list[str], wants: int) -> tuple[list[Message], int]:
+        """Delete the messages of receipts `done` and receive up to `wants` batches. Returns the messages
+        received for this request and how many were moved to the dead-letter queue meanwhile (reported
+        to the request that opened the round)."""
         with self._lock:
             round_ = self._open
             # (a round whose future is done but which is still open never ran: its commit failed first)
@@ -187,8 +192,7 @@ class _Settler:
             assert round_ is not None
             round_.done += done
             index = round_.wants
-            if want:
-                round_.wants += 1
+            round_.wants += wants
         if opened:
             try:
                 round_.future = self._queues.store.write(functools.partial(self._run, round_))
@@ -199,7 +203,7 @@ class _Settler:
         # shielded: the future is shared, and one waiter cancelled (a forced stop) must not cancel it for all
         messages, dead_lettered = await asyncio.shield(round_.future)
         size = self._batch_size
-        return (messages[index * size : (index + 1) * size] if want else []), (dead_lettered if opened else 0)
+        return messages[index * size : (index + wants) * size], (dead_lettered if opened else 0)
 
     def _run(self, round_: _Round, conn: sqlite3.Connection) -> tuple[list[Message], int]:
         """In the writer thread: close the round to newcomers, then delete and receive for all of it."""
@@ -227,9 +231,14 @@ class QueueMapping(_Worker):
       succeeded with (`_Settler`), so a batch costs one store round trip, not two;
     - when the visibility timeout leaves room for it (at least twice the function's timeout), that
       operation starts as the batch is invoked rather than after: the store round trip then overlaps
-      the invocation. A batch received ahead waits at most one invocation (one function timeout), so
-      it still finishes within its visibility timeout; if it cannot run (stopping, slot taken) it goes
-      back to the queue uncounted, as a throttled batch does.
+      the invocation. A slot keeps up to `_depth` batches received ahead (4 batches of 10 by default):
+      a round trip through the writer takes longer than a quick invocation (1.4 ms against 0.7 for a
+      no-op batch of 10), so with one batch ahead the slot would wait on the store at every batch. A
+      batch received ahead waits at most `_depth` invocations (function timeouts) before its own, so
+      `_depth` is kept below the visibility timeout over the function timeout and the batch still
+      finishes within its visibility timeout; if it cannot run (stopping, slot taken) it goes back to
+      the queue uncounted, as a throttled batch does. Memory stays bounded: at most 40 messages (or
+      one batch) ahead per running batch.
     """
 
     def __init__(self, route: QueueRouteSpec, config: Config, invoker: Invoker, queues: QueueStore,
@@ -250,6 +259,10 @@ class QueueMapping(_Worker):
         self._chains = route.batching_window == 0 and not self._spec.fifo
         timeout = config.functions[route.function].timeout
         self._prefetches = self._chains and self._spec.visibility_timeout >= 2 * timeout
+        # batches a slot keeps received ahead: within the visibility timeout's room (a batch ahead waits
+        # one function timeout per batch before it), and at most 40 messages (or one batch) per slot
+        self._depth = max(1, min(_MAX_AHEAD, int(self._spec.visibility_timeout // timeout) - 1,
+                                 _MAX_MESSAGES_AHEAD // route.batch_size))
         self._events = SqsEvents(route.queue)
         self._settler = _Settler(queues, route.queue, route.batch_size, self._spec.visibility_timeout, self._redrive)
         self._max_batches = route.max_concurrency or 1_000_000
@@ -350,7 +363,8 @@ class QueueMapping(_Worker):
         class docstring)."""
         dispatcher = self._invoker.dispatcher
         function = self.route.function
-        prefetch: asyncio.Future[list[Message] | None] | None = None
+        prefetch: asyncio.Future[list[list[Message]]] | None = None  # a receive under way
+        ahead: collections.deque[list[Message]] = collections.deque()  # batches received for this slot
         slot_held = False
         unslotted = True
         try:
@@ -361,31 +375,46 @@ class QueueMapping(_Worker):
             current = batch
             done: list[str] = []  # what earlier batches succeeded with, not yet deleted
             while True:
-                if self._prefetches and self._may_continue():
-                    prefetch = asyncio.ensure_future(self._settle_and_receive(done))
+                if prefetch is not None and prefetch.done():
+                    ahead.extend(prefetch.result())
+                    prefetch = None
+                if self._prefetches and prefetch is None and len(ahead) < self._depth and self._may_continue():
+                    prefetch = asyncio.ensure_future(self._settle_and_receive(done, self._depth - len(ahead)))
                     done = []
                 slot_held = False  # invoke_sync releases it
                 succeeded = await self._invoke(current)
-                if succeeded is None:  # throttled: `current` went back to the queue
+                if succeeded is None:  # throttled: `current` went back to the queue, and so does what is ahead
                     if prefetch is not None:
-                        await self._give_back(await prefetch or [], [])
+                        ahead.extend(await prefetch)
                         prefetch = None
+                    await self._give_back([m for b in ahead for m in b], [])
+                    ahead.clear()
                     break
                 done += succeeded
                 next_batch: list[Message] | None = None
-                if prefetch is not None:
+                if ahead or prefetch is not None:
                     # take the slot back before anything awaits: the poller must not see it free
                     slot_held = self._may_continue() and dispatcher.acquire_up_to(function, 1) > 0
-                    next_batch, prefetch = await prefetch, None
-                    if next_batch and not slot_held:
-                        await self._give_back(next_batch, done)
-                        done, next_batch = [], None
-                    elif not next_batch and slot_held:
+                    if not ahead:
+                        assert prefetch is not None
+                        ahead.extend(await prefetch)
+                        prefetch = None
+                    if ahead and not slot_held:
+                        if prefetch is not None:
+                            ahead.extend(await prefetch)
+                            prefetch = None
+                        await self._give_back([m for b in ahead for m in b], done)
+                        ahead.clear()
+                        done = []
+                    elif ahead:
+                        next_batch = ahead.popleft()
+                    elif slot_held:
                         dispatcher.release(function)
                         slot_held = False
                 elif self._chains and self._may_continue() and dispatcher.acquire_up_to(function, 1):
                     slot_held = True
-                    next_batch, done = await self._settle_and_receive(done), []
+                    batches, done = await self._settle_and_receive(done, 1), []
+                    next_batch = batches[0] if batches else None
                     if not next_batch:
                         dispatcher.release(function)
                         slot_held = False
@@ -393,13 +422,15 @@ class QueueMapping(_Worker):
                     break
                 current = next_batch
             if done:
-                _, dead_lettered = await self._settler.settle(done, want=False)
+                _, dead_lettered = await self._settler.settle(done, 0)
                 self._count_dead_lettered(dead_lettered)
         finally:
             if slot_held:
                 dispatcher.release(function)
-            if prefetch is not None:  # cancelled (a forced stop) with a batch received ahead
+            if prefetch is not None:  # cancelled (a forced stop) with a receive under way
                 prefetch.add_done_callback(self._give_back_later)
+            if ahead:  # cancelled with batches received ahead
+                self._give_back_now([m for b in ahead for m in b])
             if unslotted:
                 self._unslotted -= 1
             self._active -= 1
@@ -437,11 +468,17 @@ class QueueMapping(_Worker):
             await self._queues.transact(op_delete_many(self.route.queue, done),
                                         *(op_return_uncounted(self.route.queue, m.receipt, now) for m in messages))
 
-    def _give_back_later(self, prefetch: asyncio.Future[list[Message] | None]) -> None:
-        if prefetch.cancelled() or prefetch.exception() is not None or not prefetch.result():
+    def _give_back_later(self, prefetch: asyncio.Future[list[list[Message]]]) -> None:
+        if prefetch.cancelled() or prefetch.exception() is not None:
+            return
+        self._give_back_now([m for b in prefetch.result() for m in b])
+
+    def _give_back_now(self, messages: list[Message]) -> None:
+        """`_give_back` without waiting for the commit (from a cancelled batch task)."""
+        if not messages:
             return
         now = self._queues.clock()
-        ops = [op_return_uncounted(self.route.queue, m.receipt, now) for m in prefetch.result() or []]
+        ops = [op_return_uncounted(self.route.queue, m.receipt, now) for m in messages]
         with contextlib.suppress(StoreClosed):  # stopped meanwhile: the next start releases them
             self._queues.store.write(all_of(ops))
 
@@ -482,17 +519,20 @@ class QueueMapping(_Worker):
             return [m.receipt for m in batch]
         return [m.receipt for m in batch if m.id not in failed]
 
-    async def _settle_and_receive(self, done: list[str]) -> list[Message] | None:
-        """Delete `done` and receive the next batch in one commit. The caller holds a slot for it; on
-        None (nothing to receive) the caller releases it."""
-        messages, dead_lettered = await self._settler.settle(done, want=True)
+    async def _settle_and_receive(self, done: list[str], wants: int) -> list[list[Message]]:
+        """Delete `done` and receive up to `wants` batches in one commit, for the caller's slot (none:
+        the queue had nothing visible). A batch past the byte cap is cut, and its later pieces run as
+        batches of their own, each once it has a slot."""
+        messages, dead_lettered = await self._settler.settle(done, wants)
         self._count_dead_lettered(dead_lettered)
-        if not messages:
-            return None
-        batches = self._split(messages)
-        for extra in batches[1:]:
-            self._dispatch(extra)  # past the byte cap: each runs as its own batch, once it has a slot
-        return batches[0]
+        size = self.route.batch_size
+        batches = []
+        for start in range(0, len(messages), size):
+            first, *extra = self._split(messages[start : start + size])
+            batches.append(first)
+            for piece in extra:
+                self._dispatch(piece)
+        return batches
 
     def _split(self, messages: list[Message]) -> list[list[Message]]:
         """`messages` cut into batches by the byte cap (the count cap is the receive's size)."""

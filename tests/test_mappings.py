@@ -44,9 +44,9 @@ async def test_settles_made_while_the_writer_is_busy_share_one_operation(queues:
     release, held = await _hold_writer(queues)
     # Given three batches that finish while the writer is busy: two ask for a next batch, one does not
     settles = [
-        asyncio.ensure_future(settler.settle([m.receipt for m in first[:2]], want=True)),
-        asyncio.ensure_future(settler.settle([m.receipt for m in first[2:4]], want=False)),
-        asyncio.ensure_future(settler.settle([m.receipt for m in first[4:]], want=True)),
+        asyncio.ensure_future(settler.settle([m.receipt for m in first[:2]], wants=1)),
+        asyncio.ensure_future(settler.settle([m.receipt for m in first[2:4]], wants=0)),
+        asyncio.ensure_future(settler.settle([m.receipt for m in first[4:]], wants=1)),
     ]
     # When the writer is freed, after all three have joined (their first steps run before this callback)
     asyncio.get_running_loop().call_soon(release.set)
@@ -64,9 +64,9 @@ async def test_settles_made_while_the_writer_is_busy_share_one_operation(queues:
 async def test_a_settle_after_the_writer_started_the_round_opens_a_new_one(queues: QueueStore) -> None:
     await queues.send("q", [NewMessage(b"m") for _ in range(4)])
     settler = _Settler(queues, "q", batch_size=2, visibility_timeout=30, redrive=None)
-    one = await settler.settle([], want=True)
-    two = await settler.settle([], want=True)
-    three = await settler.settle([m.receipt for m in one[0] + two[0]], want=True)
+    one = await settler.settle([], wants=1)
+    two = await settler.settle([], wants=1)
+    three = await settler.settle([m.receipt for m in one[0] + two[0]], wants=1)
     assert [len(one[0]), len(two[0]), len(three[0])] == [2, 2, 0]
     assert "q" not in await queues.stats()
 
@@ -75,7 +75,7 @@ async def test_a_settle_reports_dead_lettered_messages_once(queues: QueueStore) 
     await queues.send("q", [NewMessage(b"m") for _ in range(3)])
     await queues.receive_batch("q", 3, 0, None)  # a zero timeout: visible again at once, received once
     settler = _Settler(queues, "q", batch_size=3, visibility_timeout=30, redrive=Redrive("dlq", 1))
-    messages, dead_lettered = await settler.settle([], want=True)
+    messages, dead_lettered = await settler.settle([], wants=1)
     assert (messages, dead_lettered) == ([], 3)
     assert (await queues.stats())["dlq"].visible == 3
 
@@ -85,7 +85,7 @@ async def test_a_round_whose_commit_failed_does_not_swallow_later_settles(queues
     settler = _Settler(queues, "q", batch_size=1, visibility_timeout=30, redrive=None)
     await queues.store.close()
     with pytest.raises(RuntimeError):
-        await settler.settle([], want=True)
+        await settler.settle([], wants=1)
     assert settler._open is None
 
 

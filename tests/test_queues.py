@@ -416,9 +416,10 @@ def test_a_batch_received_ahead_goes_back_uncounted_when_the_mapping_stops(daemo
                             routes=[{"queue": "q", "function": "fn", "batch_size": 10}]).start()
     bodies = [json.dumps({"gate": gate.path})] + [f"m{n}" for n in range(25)]
     send(daemon, "q", *bodies)
-    # Given the first batch held in its handler, and the next one received ahead of it
+    # Given the first batch held in its handler, and the next ones (all the rest: up to 4 batches of
+    # 10 fit) received ahead of it
     gate.wait_arrivals(1)
-    wait_until(lambda: stats(daemon, "q")["in_flight"] == 20, what="the next batch to be received ahead")
+    wait_until(lambda: stats(daemon, "q")["in_flight"] == 26, what="the next batches to be received ahead")
     # When the daemon is asked to stop (its listener closes), and only then the first batch finishes
     assert daemon.process is not None
     daemon.process.send_signal(signal.SIGTERM)
@@ -440,3 +441,24 @@ def test_a_batch_received_ahead_goes_back_uncounted_when_the_mapping_stops(daemo
     assert sorted(log.bodies("fn")) == sorted(bodies)
     later = [r for b in log.batches("fn")[1:] for r in b["records"]]
     assert {r["attributes"]["ApproximateReceiveCount"] for r in later} == {"1"}
+
+
+def test_batches_received_ahead_stay_within_the_visibility_timeout(daemon_factory, log: BatchLog, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.harness import Gate
+
+    gate = Gate(tmp_path / "gate.sock")
+    # a batch ahead waits one function timeout per batch before it: 10 s of visibility over a 3 s
+    # timeout leaves room for two batches ahead, not the usual four
+    functions = {"fn": {"handler": "gated.batch", "concurrency": 1, "timeout": "3s",
+                        "environment": {"BATCH_LOG": str(log.path)}}}
+    daemon = daemon_factory(functions, {"h.py": HANDLERS, "gated.py": GATED},
+                            queues={"q": {"visibility_timeout": "10s"}},
+                            routes=[{"queue": "q", "function": "fn", "batch_size": 10}]).start()
+    bodies = [json.dumps({"gate": gate.path})] + [f"m{n}" for n in range(59)]
+    send(daemon, "q", *bodies)
+    gate.wait_arrivals(1)
+    wait_until(lambda: stats(daemon, "q")["in_flight"] == 30, what="two batches to be received ahead")
+    assert stats(daemon, "q")["in_flight"] == 30  # and no more
+    gate.close()
+    wait_until(lambda: len(log.bodies("fn")) == 60, timeout=30, what="every message to run")
+    assert sorted(log.bodies("fn")) == sorted(bodies)
