@@ -416,7 +416,7 @@ def test_a_batch_received_ahead_goes_back_uncounted_when_the_mapping_stops(daemo
                             routes=[{"queue": "q", "function": "fn", "batch_size": 10}]).start()
     bodies = [json.dumps({"gate": gate.path})] + [f"m{n}" for n in range(25)]
     send(daemon, "q", *bodies)
-    # Given the first batch held in its handler, and the next ones (all the rest: up to 4 batches of
+    # Given the first batch held in its handler, and the next ones (all the rest: up to 8 batches of
     # 10 fit) received ahead of it
     gate.wait_arrivals(1)
     wait_until(lambda: stats(daemon, "q")["in_flight"] == 26, what="the next batches to be received ahead")
@@ -448,7 +448,7 @@ def test_batches_received_ahead_stay_within_the_visibility_timeout(daemon_factor
 
     gate = Gate(tmp_path / "gate.sock")
     # a batch ahead waits one function timeout per batch before it: 10 s of visibility over a 3 s
-    # timeout leaves room for two batches ahead, not the usual four
+    # timeout leaves room for two batches ahead, not the usual eight
     functions = {"fn": {"handler": "gated.batch", "concurrency": 1, "timeout": "3s",
                         "environment": {"BATCH_LOG": str(log.path)}}}
     daemon = daemon_factory(functions, {"h.py": HANDLERS, "gated.py": GATED},
