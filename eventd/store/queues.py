@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -92,8 +93,43 @@ def _dumps(value: dict[str, Any] | None) -> str:
 _INSERT_ROW = "(?,?,?,NULLIF(?,''),NULLIF(?,''),?,?,NULLIF(?,''))"
 
 
+def _plain(messages: Sequence[NewMessage]) -> bool:
+    """Whether every message is a body alone with the first one's delay: the usual producer batch."""
+    delay = messages[0].delay if messages else 0.0
+    for m in messages:
+        if m.attributes or m.meta or m.group_id is not None or m.id is not None or m.delay != delay:
+            return False
+    return True
+
+
+#: Rows per INSERT statement of `_insert_plain` (2 parameters each, plus 3 shared).
+_PLAIN_CHUNK = 2000
+
+
+def _insert_plain(conn: sqlite3.Connection, queue: str, messages: Sequence[NewMessage], now: float) -> list[str]:
+    """`op_send` for plain messages: per row only the id and the body are parameters (the queue and
+    times are shared ones), which halves the writer's GIL-held time for a producer's batch."""
+    ids = message_ids.take(len(messages))
+    visible_at = now + (messages[0].delay if messages else 0.0)
+    for start in range(0, len(messages), _PLAIN_CHUNK):
+        chunk = messages[start : start + _PLAIN_CHUNK]
+        params: list[Any] = [queue, now, visible_at]
+        for id_, message in zip(ids[start : start + _PLAIN_CHUNK], chunk, strict=True):
+            params += (id_, bytearray(message.body))
+        conn.execute(_plain_insert_sql(len(chunk)), params)
+    return ids
+
+
+@functools.lru_cache(maxsize=64)
+def _plain_insert_sql(rows: int) -> str:
+    values = ",".join([f"(?1,?{4 + 2 * i},?{5 + 2 * i},?2,?3)" for i in range(rows)])
+    return f"INSERT INTO messages (queue, id, body, sent_at, visible_at) VALUES {values}"
+
+
 def op_send(queue: str, messages: Sequence[NewMessage], now: float, fifo: Fifo | None = None) -> Operation[list[str]]:
     def run(conn: sqlite3.Connection) -> list[str]:
+        if fifo is None and _plain(messages):
+            return _insert_plain(conn, queue, messages, now)
         ids = [m.id or message_ids.next() for m in messages]
         # No None or bytes parameters: sqlite3 runs its adaptation protocol on every parameter that is not
         # an exact int, float, str or bytearray, and that raises and formats an AttributeError each time
