@@ -386,11 +386,8 @@ class QueueMapping(_Worker):
                 slot_held = False  # invoke_sync releases it
                 succeeded = await self._invoke(current)
                 if succeeded is None:  # throttled: `current` went back to the queue, and so does what is ahead
-                    if prefetch is not None:
-                        ahead.extend(await prefetch)
-                        prefetch = None
-                    await self._give_back([m for b in ahead for m in b], [])
-                    ahead.clear()
+                    await self._give_back_ahead(ahead, prefetch, [])
+                    prefetch = None
                     break
                 done += succeeded
                 next_batch: list[Message] | None = None
@@ -402,12 +399,8 @@ class QueueMapping(_Worker):
                         ahead.extend(await prefetch)
                         prefetch = None
                     if ahead and not slot_held:
-                        if prefetch is not None:
-                            ahead.extend(await prefetch)
-                            prefetch = None
-                        await self._give_back([m for b in ahead for m in b], done)
-                        ahead.clear()
-                        done = []
+                        await self._give_back_ahead(ahead, prefetch, done)
+                        prefetch, done = None, []
                     elif ahead:
                         next_batch = ahead.popleft()
                     elif slot_held:
@@ -469,6 +462,15 @@ class QueueMapping(_Worker):
             now = self._queues.clock()
             await self._queues.transact(op_delete_many(self.route.queue, done),
                                         *(op_return_uncounted(self.route.queue, m.receipt, now) for m in messages))
+
+    async def _give_back_ahead(self, ahead: collections.deque[list[Message]],
+                               prefetch: asyncio.Future[list[list[Message]]] | None, done: list[str]) -> None:
+        """Return what a slot received ahead, and what its receive under way brings, to the queue
+        uncounted; delete `done`."""
+        if prefetch is not None:
+            ahead.extend(await prefetch)
+        await self._give_back([m for b in ahead for m in b], done)
+        ahead.clear()
 
     def _give_back_later(self, prefetch: asyncio.Future[list[list[Message]]]) -> None:
         if prefetch.cancelled() or prefetch.exception() is not None:
