@@ -456,12 +456,15 @@ class QueueMapping(_Worker):
         self._throttles = 0
         return done + self._succeeded(kept, result)
 
+    def _give_back_op(self, messages: list[Message], done: list[str]) -> Operation[list[Any]]:
+        """One operation: return `messages`, never handed to the function, to the queue uncounted, and
+        delete `done`."""
+        now, queue = self._queues.clock(), self.route.queue
+        return all_of([op_delete_many(queue, done), *(op_return_uncounted(queue, m.receipt, now) for m in messages)])
+
     async def _give_back(self, messages: list[Message], done: list[str]) -> None:
-        """Return `messages`, never handed to the function, to the queue uncounted; delete `done`."""
         if messages or done:
-            now = self._queues.clock()
-            await self._queues.transact(op_delete_many(self.route.queue, done),
-                                        *(op_return_uncounted(self.route.queue, m.receipt, now) for m in messages))
+            await self._queues.store.write(self._give_back_op(messages, done))
 
     async def _give_back_ahead(self, ahead: collections.deque[list[Message]],
                                prefetch: asyncio.Future[list[list[Message]]] | None, done: list[str]) -> None:
@@ -479,12 +482,9 @@ class QueueMapping(_Worker):
 
     def _give_back_now(self, messages: list[Message]) -> None:
         """`_give_back` without waiting for the commit (from a cancelled batch task)."""
-        if not messages:
-            return
-        now = self._queues.clock()
-        ops = [op_return_uncounted(self.route.queue, m.receipt, now) for m in messages]
-        with contextlib.suppress(StoreClosed):  # stopped meanwhile: the next start releases them
-            self._queues.store.write(all_of(ops))
+        if messages:
+            with contextlib.suppress(StoreClosed):  # stopped meanwhile: the next start releases them
+                self._queues.store.write(self._give_back_op(messages, []))
 
     def _event(self, batch: list[Message]) -> tuple[list[Message], bytes, list[str]]:
         """The messages to invoke with, their SQS event, and the receipts of the ones filters rejected."""
