@@ -22,7 +22,10 @@ messages = st.builds(
 )
 
 
-@given(queue=st.text(min_size=1, max_size=30), batch=st.lists(messages, max_size=5))
+queues = st.sampled_from(["orders", "q%s", "100%", "a%%b", 'q"x', "é"]) | st.text(min_size=1, max_size=30)
+
+
+@given(queue=queues, batch=st.lists(messages, min_size=1, max_size=5))
 def test_the_fast_sqs_event_is_the_reference_one_byte_for_byte(queue: str, batch: list[Message]) -> None:
     for message in batch:
         message.queue = queue
