@@ -126,6 +126,8 @@ class HandlerProcess:
         self._channel: _Channel | None = None
         #: watches the channel for the process hanging up (see hung_up)
         self._hangup: select.poll | None = None
+        #: the channel's socket, also held by the transport (which closes it): see _send
+        self._sock: socket.socket | None = None
         self._waiter: asyncio.Future[dict[str, Any]] | None = None
         self._output: list[str] = []
         self._request_id: str | None = None
@@ -165,6 +167,7 @@ class HandlerProcess:
         self._hangup = select.poll()
         self._hangup.register(parent.fileno(), select.POLLRDHUP)
         _, self._channel = await loop.create_connection(lambda: _Channel(self), sock=parent)
+        self._sock = parent
         self._tasks.append(asyncio.create_task(self._pump_raw_output()))
         try:
             message = await asyncio.wait_for(asyncio.shield(self._waiter), INIT_TIMEOUT_S)
@@ -196,7 +199,7 @@ class HandlerProcess:
         self._waiter = loop.create_future()
         started = time.perf_counter()
         deadline_ms = int(time.time() * 1000 + request.timeout_s * 1000)
-        self._channel.transport.write(
+        self._send(
             _PACKER.pack(
                 {
                     "t": "invoke",
@@ -244,6 +247,23 @@ class HandlerProcess:
             self.state = ProcessState.IDLE
             self.idle_since = time.monotonic()
         return outcome
+
+    def _send(self, frame: bytes) -> None:
+        """Write `frame` to the process. uvloop's transport.write makes its send() system call holding
+        the GIL, and that call (which wakes the handler) was an eighth of the event loop's GIL-held
+        time on the queue benchmark, time the store's writer thread could not run. socket.send makes
+        the same call without the GIL. What it cannot write at once (a full socket buffer, a large
+        event) goes to the transport as before, which also keeps frames in order: the socket is used
+        only while the transport has nothing buffered. Errors (the process died) are left to the
+        transport too, which reports them as before."""
+        assert self._channel is not None and self._channel.transport is not None
+        transport = self._channel.transport
+        sent = 0
+        if self._sock is not None and not transport.get_write_buffer_size():
+            with contextlib.suppress(OSError):
+                sent = self._sock.send(frame)
+        if sent < len(frame):
+            transport.write(memoryview(frame)[sent:] if sent else frame)
 
     async def stop(self) -> None:
         """Ask the process to exit; kill it if it has not within the grace period."""
