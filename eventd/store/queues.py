@@ -314,7 +314,7 @@ def op_delete(queue: str, receipt: str) -> Operation[bool]:
     return run
 
 
-#: Receipts deleted per statement by `op_delete_many` (3 parameters each, within SQLite's limit).
+#: Receipts deleted per statement by `op_delete_many` (2 parameters each, within SQLite's limit).
 _DELETE_CHUNK = 500
 
 
@@ -326,15 +326,17 @@ def op_delete_many(queue: str, receipts: Sequence[str]) -> Operation[int]:
     def run(conn: sqlite3.Connection) -> int:
         deleted = 0
         for start in range(0, len(receipts), _DELETE_CHUNK):
-            keys = [_receipt(r) for r in receipts[start : start + _DELETE_CHUNK]]
-            # rowid lookups (seq IN ...), then the receipt's receive count per row (CASE seq ...)
-            sql = (f"DELETE FROM messages WHERE seq IN ({','.join('?' * len(keys))}) AND +queue = ? "
-                   f"AND receive_count = CASE seq{' WHEN ? THEN ?' * len(keys)} END")
-            params: list[Any] = [seq for seq, _ in keys]
+            chunk = receipts[start : start + _DELETE_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            # rowid lookups (seq IN ...), then the row's current receipt among the given ones: SQLite
+            # matches the receipt strings itself (a list it searches by index, not a CASE per row), and
+            # Python only cuts each receipt's seq out (half the GIL-held time of splitting it in two ints)
+            params: list[Any] = [int(r.partition(":")[0]) for r in chunk]
             params.append(queue)
-            for key in keys:
-                params += key
-            deleted += conn.execute(sql, params).rowcount
+            params += chunk
+            deleted += conn.execute(
+                f"DELETE FROM messages WHERE seq IN ({marks}) AND +queue = ? "
+                f"AND (seq || ':' || receive_count) IN ({marks})", params).rowcount
         return deleted
 
     return run
