@@ -87,3 +87,28 @@ async def test_the_daemon_side_of_a_warm_process_does_not_grow_with_invocations(
         for _ in range(20_000):
             await run(process)
         assert _rss_kb() - before < 400, f"grew {_rss_kb() - before} kB"
+
+
+LENGTH = "def handler(event, context):\n    return len(event)\n"
+
+
+async def test_an_event_larger_than_the_socket_buffer_arrives_whole_and_in_order(tmp_path: Path) -> None:
+    # the frame is sent with socket.send, which takes what the socket buffer holds; the transport
+    # must send the rest, and the next frame must not overtake it
+    async with one_process(tmp_path, LENGTH) as process:
+        for size in (5 * 1024 * 1024, 10, 3 * 1024 * 1024, 1):
+            payload = b'"' + b"y" * size + b'"'
+            outcome = await process.invoke(InvokeRequest("req", payload, "arn", 10.0))
+            assert outcome.error is None, outcome.error
+            assert int(outcome.payload or b"-1") == size
+
+
+async def test_invoking_a_process_that_died_unnoticed_reports_its_exit(tmp_path: Path) -> None:
+    # the frame's send fails (the peer is gone): the transport reports it as before, as a crash
+    async with one_process(tmp_path, HANDLER) as process:
+        os.kill(process.pid, signal.SIGKILL)
+        wait_until(lambda: process_gone(process.pid), timeout=10, what="the killed process to exit")
+        outcome = await process.invoke(InvokeRequest("req", b"{}", "arn", 10.0))
+        assert outcome.status == "crash"
+        assert outcome.error is not None and outcome.error["errorType"] == "Runtime.ExitError"
+        assert "signal: killed" in outcome.error["errorMessage"]
