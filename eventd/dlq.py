@@ -15,7 +15,7 @@ import orjson
 
 from eventd.asyncevents import async_queue, new_event
 from eventd.store.engine import Operation
-from eventd.store.queues import Message, QueueStore, op_delete_by_id, op_send
+from eventd.store.queues import Message, QueueStore, op_delete_peeked, op_send
 
 #: Messages redriven in one transaction.
 _REDRIVE_CHUNK = 200
@@ -49,7 +49,7 @@ async def redrive(
         page = await queues.peek(queue, int(min(_REDRIVE_CHUNK, remaining)), after)
         if not page:
             break
-        after = int(page[-1].receipt.partition(":")[0])
+        after = page[-1].seq
         ops: list[Operation[Any]] = []
         targets: list[str] = []
         now = queues.clock()
@@ -66,7 +66,7 @@ async def redrive(
             payload, request_id = original_event(message)
             trail = {"from": queue, "message_id": message.id, "at": now, "original_request_id": request_id,
                      "count": int(message.meta.get("redriven", {}).get("count", 0)) + 1}
-            ops.append(op_delete_by_id(queue, message.id))
+            ops.append(op_delete_peeked(queue, message))
             ops.append(op_send(async_queue(target), [new_event(payload, target, redriven=trail)], now))
             targets.append(target)
             remaining -= 1

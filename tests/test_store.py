@@ -15,11 +15,15 @@ from eventd.store.queues import (
     QueueStore,
     Redrive,
     op_delete,
+    op_delete_by_id,
     op_delete_many,
+    op_delete_peeked,
     op_receive,
     op_receive_batch,
     op_receive_fifo,
     op_send,
+    read_message,
+    read_messages,
 )
 from eventd.store.schema import MIGRATIONS, migrate
 
@@ -229,3 +233,42 @@ def test_a_version_4_store_moves_to_the_partial_group_index(tmp_path: Path) -> N
     [first] = op_receive_fifo("f", 1, 30, 1.0)(conn)
     assert first.body == b"a" and op_receive_fifo("f", 10, 30, 1.0)(conn) == []
     assert [m.body for m in op_receive("q", 10, 30, 1.0)(conn)] == [b"c"]
+
+
+def test_a_version_5_store_moves_to_the_partial_id_index_and_finds_every_message_by_id(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    db = sqlite_utils.Database(conn)
+    for step in MIGRATIONS[:5]:
+        step(db)
+    conn.execute("PRAGMA user_version=5")
+    [plain] = op_send("q", [NewMessage(b"plain")], 0)(conn)
+    [tracked] = op_send("q", [NewMessage(b"tracked", meta={"rid": "r-1"}, id="r-1")], 0)(conn)
+    assert migrate(conn) == len(MIGRATIONS)
+    sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'messages_id'").fetchone()[0]
+    assert sql.endswith("WHERE meta IS NOT NULL")
+    # a message with eventd's bookkeeping is found through the index; a producer's, by a scan
+    [index_lookup] = conn.execute("EXPLAIN QUERY PLAN SELECT * FROM messages "
+                                  "WHERE queue = 'q' AND id = 'r-1' AND meta IS NOT NULL").fetchall()
+    assert "INDEX messages_id" in index_lookup[3]
+    found = [read_message("q", id_)(conn) for id_ in (plain, tracked, "nope")]
+    assert [m.body if m else None for m in found] == [b"plain", b"tracked", None]
+    assert read_message("other", plain)(conn) is None
+    # ids with bookkeeping stay unique
+    with pytest.raises(sqlite3.IntegrityError):
+        op_send("q", [NewMessage(b"again", meta={"rid": "r-1"}, id="r-1")], 0)(conn)
+    assert op_delete_by_id("q", plain)(conn) and op_delete_by_id("q", tracked)(conn)
+    assert not op_delete_by_id("q", plain)(conn)
+    assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
+
+
+def test_a_peeked_message_is_deleted_by_its_place_whatever_its_receipt() -> None:
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrate(conn)
+    op_send("q", [NewMessage(str(i).encode()) for i in range(3)], 0)(conn)
+    peeked = read_messages("q", 10)(conn)
+    op_receive("q", 10, 30, 1.0)(conn)  # received since it was peeked: its receipt changed
+    assert op_delete_peeked("q", peeked[1])(conn)
+    assert not op_delete_peeked("q", peeked[1])(conn)  # gone
+    assert not op_delete_peeked("other", peeked[0])(conn)  # not that queue's
+    assert [m.body for m in read_messages("q", 10)(conn)] == [b"0", b"2"]

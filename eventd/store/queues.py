@@ -417,9 +417,27 @@ def op_purge(queue: str) -> Operation[int]:
     return run
 
 
+# Finding a message by id: messages with meta are in the partial `messages_id` index (schema _v6), so
+# the first form is an index lookup; a producer's message (no meta) is found by the second, a scan of
+# its queue's rows, which only operators' commands need.
+_BY_ID = ("queue = ? AND id = ? AND meta IS NOT NULL", "queue = ? AND id = ? AND meta IS NULL")
+
+
 def op_delete_by_id(queue: str, message_id: str) -> Operation[bool]:
     def run(conn: sqlite3.Connection) -> bool:
-        return conn.execute("DELETE FROM messages WHERE queue = ? AND id = ?", (queue, message_id)).rowcount == 1
+        return any(conn.execute(f"DELETE FROM messages WHERE {where}", (queue, message_id)).rowcount
+                   for where in _BY_ID)
+
+    return run
+
+
+def op_delete_peeked(queue: str, message: Message) -> Operation[bool]:
+    """Delete a message read with `read_messages` (whatever receipt it has now): by its place in the
+    store, which needs no id index, so redriving a queue of producers' messages is not a scan per message."""
+
+    def run(conn: sqlite3.Connection) -> bool:
+        return conn.execute("DELETE FROM messages WHERE seq = ? AND queue = ? AND id = ?",
+                            (message.seq, queue, message.id)).rowcount == 1
 
     return run
 
@@ -439,10 +457,11 @@ def read_messages(queue: str, limit: int, after_seq: int = 0) -> Operation[list[
 
 def read_message(queue: str, message_id: str) -> Operation[Message | None]:
     def run(conn: sqlite3.Connection) -> Message | None:
-        row = conn.execute(
-            f"SELECT {_COLUMNS} FROM messages WHERE queue = ? AND id = ?", (queue, message_id)
-        ).fetchone()
-        return _message(row) if row else None
+        for where in _BY_ID:
+            row = conn.execute(f"SELECT {_COLUMNS} FROM messages WHERE {where}", (queue, message_id)).fetchone()
+            if row:
+                return _message(row)
+        return None
 
     return run
 
