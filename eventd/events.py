@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import base64
-import functools
-import hashlib
 import time
 from typing import Any
 from urllib.parse import quote_plus
@@ -13,6 +11,8 @@ from urllib.parse import quote_plus
 import orjson
 
 from eventd.runtimes.pool import ACCOUNT, REGION
+from eventd.runtimes.protocol import SqsFields
+from eventd.runtimes.protocol import new_md5 as _new_md5
 from eventd.store.queues import Message
 from eventd.store.streams import StreamRecord, sequence_number, shard_id
 
@@ -23,14 +23,6 @@ def queue_arn(queue: str) -> str:
 
 def stream_arn(stream: str) -> str:
     return f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/{stream}"
-
-
-try:
-    # CPython's own MD5: for bodies of a few hundred bytes it takes 0.5 us against OpenSSL's 1.3 (the
-    # EVP set-up dominates), and every SQS record carries one
-    from _md5 import md5 as _new_md5
-except ImportError:  # a Python built without it
-    _new_md5 = functools.partial(hashlib.md5, usedforsecurity=False)
 
 
 def _md5(data: bytes) -> str:
@@ -82,6 +74,7 @@ class SqsEvents:
 
     def __init__(self, queue: str) -> None:
         self.queue = queue
+        self._arn = queue_arn(queue)
         # one %-format per record: the fields eventd makes (receipt, counts, times, md5) need no escaping
         self._format = (
             b'{"messageId":%s,"receiptHandle":"%s","body":%s,"attributes":{"ApproximateReceiveCount":"%d",'
@@ -104,6 +97,18 @@ class SqsEvents:
 
     def event(self, messages: list[Message]) -> bytes:
         return b'{"Records":[' + b",".join([self.record(m) for m in messages]) + b"]}"
+
+    def fields(self, messages: list[Message]) -> SqsFields | bytes:
+        """The event of `messages` for a handler process to build itself (runtimes/protocol.py): about a
+        fifth of `event`'s cost on the event loop. A batch with message attributes or FIFO fields goes as
+        JSON (`event`)."""
+        rows = []
+        for m in messages:
+            if m.attributes or m.group_id is not None:
+                return self.event(messages)
+            rows.append((m.id, m.receipt, m.body, m.receive_count, int(m.sent_at * 1000),
+                         int((m.first_received_at or m.sent_at) * 1000)))
+        return SqsFields(self._arn, REGION, rows)
 
 
 def kinesis_record(stream: str, record: StreamRecord) -> dict[str, Any]:

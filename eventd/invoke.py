@@ -23,6 +23,7 @@ from eventd.metrics import FunctionState, Metrics
 from eventd.runtimes.launch import ForkServerLauncher
 from eventd.runtimes.pool import FunctionPool, function_arn
 from eventd.runtimes.process import InvokeRequest, Outcome, eventd_import_root
+from eventd.runtimes.protocol import SqsFields
 
 #: X-Amz-Log-Result carries the last 4 KB of the invocation's log (lambda-semantics.md §1.2).
 LOG_TAIL_BYTES = 4096
@@ -94,7 +95,7 @@ class Invoker:
     async def invoke_sync(
         self,
         function: str,
-        payload: bytes,
+        payload: bytes | SqsFields,
         *,
         request_id: str | None = None,
         client_context: dict[str, Any] | None = None,
@@ -102,7 +103,7 @@ class Invoker:
         invoked_arn: str | None = None,
         slot_held: bool = False,
     ) -> InvocationResult:
-        """Run `function` once on `payload` (JSON bytes). Raises Throttled or UnknownFunction.
+        """Run `function` once on `payload` (JSON bytes, or an SQS batch's fields). Raises Throttled or UnknownFunction.
 
         `slot_held`: the caller already took this invocation's concurrency slot (with
         `dispatcher.acquire_up_to`); it is released here all the same.

@@ -33,6 +33,7 @@ from eventd.metrics import Metrics
 from eventd.patterns import Filter, compile_filters
 from eventd.retry import THROTTLE_BACKOFF, Backoff
 from eventd.runtimes.pool import function_arn
+from eventd.runtimes.protocol import SqsFields
 from eventd.store.engine import Operation, StoreClosed, all_of
 from eventd.store.queues import (
     Message,
@@ -486,10 +487,10 @@ class QueueMapping(_Worker):
             with contextlib.suppress(StoreClosed):  # stopped meanwhile: the next start releases them
                 self._queues.store.write(self._give_back_op(messages, []))
 
-    def _event(self, batch: list[Message]) -> tuple[list[Message], bytes, list[str]]:
+    def _event(self, batch: list[Message]) -> tuple[list[Message], bytes | SqsFields, list[str]]:
         """The messages to invoke with, their SQS event, and the receipts of the ones filters rejected."""
         if self._filter.is_empty:
-            return batch, self._events.event(batch), []
+            return batch, self._events.fields(batch), []
         kept: list[Message] = []
         records: list[dict[str, Any]] = []
         dropped: list[str] = []

@@ -1,13 +1,17 @@
-"""Queue mappings build SQS events two ways: `sqs_record` (dicts, for filters and for messages with
-attributes or a group) and `SqsEvents` (bytes straight away, for the rest). Both must send the same
-event, byte for byte."""
+"""Queue mappings build SQS events three ways: `sqs_record` (dicts, for filters and for messages with
+attributes or a group), `SqsEvents.event` (bytes straight away) and `SqsEvents.fields` (the records'
+fields, which the handler process makes into the event). All must give the handler the same event."""
 
 from __future__ import annotations
 
+import json
+
+import msgpack
 from hypothesis import given
 from hypothesis import strategies as st
 
 from eventd.events import SqsEvents, batch_event, sqs_record
+from eventd.runtimes.protocol import SqsFields, sqs_event
 from eventd.store.queues import Message
 
 messages = st.builds(
@@ -30,3 +34,22 @@ def test_the_fast_sqs_event_is_the_reference_one_byte_for_byte(queue: str, batch
     for message in batch:
         message.queue = queue
     assert SqsEvents(queue).event(batch) == batch_event([sqs_record(queue, m) for m in batch])
+
+
+@given(queue=queues, batch=st.lists(messages, min_size=1, max_size=5))
+def test_the_event_a_handler_builds_from_fields_is_the_json_one(queue: str, batch: list[Message]) -> None:
+    fields = SqsEvents(queue).fields(batch)
+    assert isinstance(fields, SqsFields)
+    # as the frame carries them: msgpack there and back, as the handler process unpacks them
+    frame = msgpack.unpackb(msgpack.packb((fields.source_arn, fields.region, fields.rows)), raw=False)
+    assert sqs_event(*frame) == json.loads(SqsEvents(queue).event(batch))
+
+
+def test_a_batch_with_message_attributes_or_a_group_goes_as_json() -> None:
+    plain = Message("q", "a", b"x", {}, {}, 1.0, 1, None, 0.0, "1:1", 1, None)
+    tagged = Message("q", "b", b"y", {"k": {"DataType": "String", "StringValue": "v"}}, {}, 1.0, 1, None, 0.0,
+                     "2:1", 2, None)
+    grouped = Message("q", "c", b"z", {}, {}, 1.0, 1, None, 0.0, "3:1", 3, "g")
+    events = SqsEvents("q")
+    for batch in ([plain, tagged], [grouped, plain]):
+        assert events.fields(batch) == batch_event([sqs_record("q", m) for m in batch])

@@ -26,7 +26,7 @@ import msgpack
 import orjson
 
 from eventd.runtimes.context import LambdaContext
-from eventd.runtimes.protocol import IPC_FD_ENV, MAX_RESPONSE_BYTES, MEMORY_ENV
+from eventd.runtimes.protocol import IPC_FD_ENV, MAX_RESPONSE_BYTES, MEMORY_ENV, sqs_event
 
 _THIS_FILE = __file__
 #: whether the last invocation put a trace id in the environment
@@ -207,8 +207,12 @@ def _invoke(handler: Any, message: dict[str, Any]) -> tuple[dict[str, Any], bool
         os.environ.pop("_X_AMZN_TRACE_ID", None)
         _trace_set = False
     try:
-        raw = message["payload"]
-        event = _loads(raw) if raw else {}
+        sqs = message.get("sqs")
+        if sqs is not None:
+            event = sqs_event(*sqs)
+        else:
+            raw = message["payload"]
+            event = _loads(raw) if raw else {}
     except ValueError as exc:
         return {"t": "error", "error": _fault("Runtime.UnmarshalError", f"Unable to unmarshal input: {exc}")}, False
     context = LambdaContext(request_id, message["arn"], message["deadline_ms"], message.get("client_context"))

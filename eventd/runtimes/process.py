@@ -22,7 +22,7 @@ from typing import Any
 import msgpack
 
 from eventd.runtimes.launch import DirectLauncher, Launched, Launcher
-from eventd.runtimes.protocol import MEMORY_ENV
+from eventd.runtimes.protocol import MEMORY_ENV, SqsFields
 
 #: Lambda's init phase limit (lambda-semantics.md §8.1).
 INIT_TIMEOUT_S = 10.0
@@ -49,7 +49,8 @@ class ProcessState(enum.StrEnum):
 @dataclass(slots=True)
 class InvokeRequest:
     request_id: str
-    payload: bytes
+    #: the event: JSON, or an SQS batch's fields (the handler process builds the event)
+    payload: bytes | SqsFields
     invoked_arn: str
     timeout_s: float
     client_context: dict[str, Any] | None = None
@@ -199,19 +200,19 @@ class HandlerProcess:
         self._waiter = loop.create_future()
         started = time.perf_counter()
         deadline_ms = int(time.time() * 1000 + request.timeout_s * 1000)
-        self._send(
-            _PACKER.pack(
-                {
-                    "t": "invoke",
-                    "id": request.request_id,
-                    "payload": request.payload,
-                    "deadline_ms": deadline_ms,
-                    "arn": request.invoked_arn,
-                    "client_context": request.client_context,
-                    "trace_id": request.trace_id,
-                }
-            )
-        )
+        payload = request.payload
+        frame = {
+            "t": "invoke",
+            "id": request.request_id,
+            "payload": payload if type(payload) is bytes else b"",
+            "deadline_ms": deadline_ms,
+            "arn": request.invoked_arn,
+            "client_context": request.client_context,
+            "trace_id": request.trace_id,
+        }
+        if type(payload) is SqsFields:
+            frame["sqs"] = (payload.source_arn, payload.region, payload.rows)
+        self._send(_PACKER.pack(frame))
         # a plain timer is cheaper than asyncio.timeout()'s cancellation machinery on the hot path
         timer = loop.call_later(request.timeout_s, _expire, self._waiter)
         try:
