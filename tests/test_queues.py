@@ -214,6 +214,17 @@ def test_delay_keeps_a_message_invisible(daemon_factory, log: BatchLog) -> None:
     assert batch["t"] - sent >= 0.8 - 0.05
 
 
+def test_a_queues_delay_holds_back_a_batch_of_plain_bodies(daemon_factory, log: BatchLog) -> None:  # type: ignore[no-untyped-def]
+    # plain batches (a body alone per entry) take their own path to the store: the queue's delay holds too
+    daemon = make(daemon_factory, log, {"fn": {"handler": "h.record"}}, queues={"q": {"delay": "800ms"}},
+                  routes=[{"queue": "q", "function": "fn"}])
+    sent = time.time()
+    reply = http("POST", f"{daemon.url}/queues/q/messages", b'{"messages": [{"body": "a"}, {"body": "b"}]}')
+    assert reply.status == 200 and len(reply.json()["messages"]) == 2
+    wait_until(lambda: len(log.bodies("fn")) == 2, timeout=15, what="the delayed messages")
+    assert min(batch["t"] for batch in log.batches("fn")) - sent >= 0.8 - 0.05
+
+
 def cli(daemon: Daemon, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "eventd", *args, "--url", daemon.url], capture_output=True,
                           text=True, timeout=60, input=stdin)
