@@ -217,13 +217,18 @@ def test_delete_many_deletes_only_messages_whose_receipt_is_current() -> None:
     assert conn.execute("SELECT queue FROM messages").fetchall() == [("other",)]
 
 
-def test_a_version_4_store_moves_to_the_partial_group_index(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
+def store_at_version(path: Path, version: int) -> sqlite3.Connection:
+    """A store file as a release with schema `version` left it."""
     conn = sqlite3.connect(path, isolation_level=None)
     db = sqlite_utils.Database(conn)
-    for step in MIGRATIONS[:4]:
+    for step in MIGRATIONS[:version]:
         step(db)
-    conn.execute("PRAGMA user_version=4")
+    conn.execute(f"PRAGMA user_version={version}")
+    return conn
+
+
+def test_a_version_4_store_moves_to_the_partial_group_index(tmp_path: Path) -> None:
+    conn = store_at_version(tmp_path / "s.db", 4)
     op_send("f", [NewMessage(b"a", group_id="g"), NewMessage(b"b", group_id="g")], 0)(conn)
     op_send("q", [NewMessage(b"c")], 0)(conn)
     assert migrate(conn) == len(MIGRATIONS)
@@ -236,12 +241,7 @@ def test_a_version_4_store_moves_to_the_partial_group_index(tmp_path: Path) -> N
 
 
 def test_a_version_5_store_moves_to_the_partial_id_index_and_finds_every_message_by_id(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    db = sqlite_utils.Database(conn)
-    for step in MIGRATIONS[:5]:
-        step(db)
-    conn.execute("PRAGMA user_version=5")
+    conn = store_at_version(tmp_path / "s.db", 5)
     [plain] = op_send("q", [NewMessage(b"plain")], 0)(conn)
     [tracked] = op_send("q", [NewMessage(b"tracked", meta={"rid": "r-1"}, id="r-1")], 0)(conn)
     assert migrate(conn) == len(MIGRATIONS)
