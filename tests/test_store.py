@@ -272,3 +272,31 @@ def test_a_peeked_message_is_deleted_by_its_place_whatever_its_receipt() -> None
     assert not op_delete_peeked("q", peeked[1])(conn)  # gone
     assert not op_delete_peeked("other", peeked[0])(conn)  # not that queue's
     assert [m.body for m in read_messages("q", 10)(conn)] == [b"0", b"2"]
+
+
+def test_looking_up_one_of_eventds_own_messages_by_id_never_scans_the_queue() -> None:
+    # the schedule source asks whether its last event is still queued, and usually it is not
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrate(conn)
+    op_send("async:fn", [NewMessage(b"{}", meta={"rid": f"r-{i}"}, id=f"r-{i}") for i in range(2_000)], 0)(conn)
+    op_send("async:fn", [NewMessage(b"plain")], 0)(conn)
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    def steps_of(op) -> int:  # type: ignore[no-untyped-def]
+        nonlocal steps
+        steps = 0
+        conn.set_progress_handler(count, 100)  # one call per 100 SQLite VM instructions
+        try:
+            op(conn)
+        finally:
+            conn.set_progress_handler(None, 0)
+        return steps
+
+    assert read_message("async:fn", "r-7", tracked=True)(conn).body == b"{}"  # type: ignore[union-attr]
+    assert steps_of(read_message("async:fn", "gone", tracked=True)) < 5
+    assert steps_of(read_message("async:fn", "gone")) > 50  # the untracked form scans the queue

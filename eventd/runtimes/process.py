@@ -201,17 +201,18 @@ class HandlerProcess:
         started = time.perf_counter()
         deadline_ms = int(time.time() * 1000 + request.timeout_s * 1000)
         payload = request.payload
+        fields = payload if type(payload) is SqsFields else None
         frame = {
             "t": "invoke",
             "id": request.request_id,
-            "payload": payload if type(payload) is bytes else b"",
+            "payload": b"" if fields is not None else payload,
             "deadline_ms": deadline_ms,
             "arn": request.invoked_arn,
             "client_context": request.client_context,
             "trace_id": request.trace_id,
         }
-        if type(payload) is SqsFields:
-            frame["sqs"] = (payload.source_arn, payload.region, payload.rows)
+        if fields is not None:
+            frame["sqs"] = (fields.source_arn, fields.region, fields.rows)
         self._send(_PACKER.pack(frame))
         # a plain timer is cheaper than asyncio.timeout()'s cancellation machinery on the hot path
         timer = loop.call_later(request.timeout_s, _expire, self._waiter)

@@ -22,7 +22,6 @@ process -> daemon   {"t": "ready", "init_ms"}            init finished, waiting 
 from __future__ import annotations
 
 import functools
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +29,9 @@ try:
     # CPython's own MD5: for bodies of a few hundred bytes it takes 0.5 us against OpenSSL's 1.3 (the
     # EVP set-up dominates), and every SQS record carries one
     from _md5 import md5 as new_md5
-except ImportError:  # a Python built without it
+except ImportError:  # a Python built without it; hashlib loads OpenSSL, which a handler's start need not
+    import hashlib
+
     new_md5 = functools.partial(hashlib.md5, usedforsecurity=False)
 
 #: Environment variable naming the inherited socket's file descriptor in the handler process.

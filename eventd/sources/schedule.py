@@ -173,7 +173,7 @@ class ScheduleSource:
         if self.route.overlap == "allow" or self._last_event_id is None:
             return False
         queue = async_queue(self.route.function)
-        return await self._queues.store.read(read_message(queue, self._last_event_id)) is not None
+        return await self._queues.store.read(read_message(queue, self._last_event_id, tracked=True)) is not None
 
     async def _fire(self, slot: float, now: float) -> None:
         """Send the slot's event and record the slot, in one transaction."""

@@ -463,9 +463,13 @@ def read_messages(queue: str, limit: int, after_seq: int = 0) -> Operation[list[
     return run
 
 
-def read_message(queue: str, message_id: str) -> Operation[Message | None]:
+def read_message(queue: str, message_id: str, tracked: bool = False) -> Operation[Message | None]:
+    """The message of `queue` with `message_id`. `tracked`: it is one of eventd's own (it carries
+    bookkeeping: an async event, a dead-letter copy, a destination record), so the index alone
+    answers, and a miss costs no scan of the queue."""
+
     def run(conn: sqlite3.Connection) -> Message | None:
-        for where in _BY_ID:
+        for where in _BY_ID[:1] if tracked else _BY_ID:
             row = conn.execute(f"SELECT {_COLUMNS} FROM messages WHERE {where}", (queue, message_id)).fetchone()
             if row:
                 return _message(row)
