@@ -273,8 +273,9 @@ class QueueMapping(_Worker):
         self._unslotted = 0  # batches dispatched that have not taken their slot yet
         self._throttles = 0
         self._throttled_until = 0.0
-        self._batch_size = metrics.mapping_batch_size.labels(self.name)
-        self._outcomes = {outcome: metrics.mapping_batches.labels(self.name, outcome)
+        # counted on the event loop per batch: the loop's own children, folded in at each scrape
+        self._batch_size = metrics.loop_histogram(metrics.mapping_batch_size, self.name)
+        self._outcomes = {outcome: metrics.loop_counter(metrics.mapping_batches, self.name, outcome)
                           for outcome in ("success", "partial", "failure", "throttled")}
         self.wake = asyncio.Event()
         queues.subscribe(route.queue, self.wake)
