@@ -7,7 +7,7 @@ import logging
 
 from eventd.config.model import Config
 from eventd.periodic import Periodic
-from eventd.store.queues import QueueStore, op_expire
+from eventd.store.queues import QueueStore
 from eventd.store.streams import StreamStore
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ class Retention:
     async def sweep(self) -> None:
         now = self._queues.clock()
         for name, queue in self._config.queues.items():
-            expired = await self._queues.store.write(op_expire(name, now - queue.retention))
+            expired = await self._queues.expire(name, now - queue.retention)
             if expired:
                 log.info("Queue %s: deleted %d messages older than its retention.", name, expired)
         for name, stream in self._config.streams.items():

@@ -389,11 +389,40 @@ def op_return_uncounted(queue: str, receipt: str, now: float) -> Operation[bool]
     return run
 
 
-def op_expire(queue: str, older_than: float) -> Operation[int]:
-    """Delete messages sent before `older_than` (a queue's retention)."""
+#: Expired messages found per read, and deleted per write, by a retention sweep (`QueueStore.expire`).
+_EXPIRE_CHUNK = 5000
+
+
+def read_expired(queue: str, older_than: float, after_seq: int, limit: int) -> Operation[list[int]]:
+    """The first `limit` messages of `queue` after `after_seq` that were sent before `older_than`.
+
+    Nothing indexes `sent_at`, so this reads the whole table (0.2 s per million messages): on the reader
+    thread, where it holds up no one. As one DELETE on the writer it stalled every send and receive
+    for 0.37 s per million messages of backlog, once a minute per queue. NOT INDEXED: walking the
+    table in rowid order is cheaper than looking each row up from the queue's index, and lets the next
+    read start where this one stopped."""
+
+    def run(conn: sqlite3.Connection) -> list[int]:
+        rows = conn.execute(
+            "SELECT seq FROM messages NOT INDEXED WHERE seq > ? AND queue = ? AND sent_at < ? ORDER BY seq LIMIT ?",
+            (after_seq, queue, older_than, limit)).fetchall()
+        return [seq for (seq,) in rows]
+
+    return run
+
+
+def op_delete_expired(queue: str, seqs: Sequence[int], older_than: float) -> Operation[int]:
+    """Delete the messages `read_expired` found, checking again that each is still one (it may have been
+    deleted, and its seq taken by a newer message, since)."""
 
     def run(conn: sqlite3.Connection) -> int:
-        return conn.execute("DELETE FROM messages WHERE queue = ? AND sent_at < ?", (queue, older_than)).rowcount
+        deleted = 0
+        for start in range(0, len(seqs), _DELETE_CHUNK):
+            chunk = seqs[start : start + _DELETE_CHUNK]
+            deleted += conn.execute(
+                f"DELETE FROM messages WHERE seq IN ({','.join('?' * len(chunk))}) AND +queue = ? AND sent_at < ?",
+                [*chunk, queue, older_than]).rowcount
+        return deleted
 
     return run
 
@@ -561,6 +590,18 @@ class QueueStore:
     async def transact(self, *ops: Operation[Any]) -> list[Any]:
         """Run several operations as one transaction (all or nothing)."""
         return await self.store.write(all_of(list(ops)))
+
+    async def expire(self, queue: str, older_than: float, chunk: int = _EXPIRE_CHUNK) -> int:
+        """Delete the messages of `queue` sent before `older_than` (its retention). Found on the reader
+        thread, deleted on the writer `chunk` at a time: the writer only ever touches expired rows."""
+        deleted, after = 0, 0
+        while True:
+            seqs = await self.store.read(read_expired(queue, older_than, after, chunk))
+            if seqs:
+                deleted += await self.store.write(op_delete_expired(queue, seqs, older_than))
+            if len(seqs) < chunk:
+                return deleted
+            after = seqs[-1]
 
     async def purge(self, queue: str) -> int:
         return await self.store.write(op_purge(queue))
