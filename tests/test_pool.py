@@ -3,11 +3,14 @@ event loop runs: the race between a process dying and the loop noticing is made 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+
+import msgpack
 
 from eventd.config.model import FunctionSpec
 from eventd.runtimes.pool import FunctionPool
@@ -101,6 +104,24 @@ async def test_an_event_larger_than_the_socket_buffer_arrives_whole_and_in_order
             outcome = await process.invoke(InvokeRequest("req", payload, "arn", 10.0))
             assert outcome.error is None, outcome.error
             assert int(outcome.payload or b"-1") == size
+
+
+async def test_a_frame_sent_while_the_transport_still_holds_bytes_waits_behind_them(tmp_path: Path) -> None:
+    # _send writes with socket.send only while the transport has nothing buffered: a second frame
+    # written with socket.send would overtake the first one's remainder and corrupt the stream
+    async with one_process(tmp_path, LENGTH) as process:
+        size = 5 * 1024 * 1024
+        invoked = asyncio.ensure_future(
+            process.invoke(InvokeRequest("req", b'"' + b"y" * size + b'"', "arn", 10.0)))
+        await asyncio.sleep(0)  # the invocation runs up to its wait for the reply: its frame is sent
+        transport = process._channel.transport  # type: ignore[union-attr]
+        assert transport is not None and transport.get_write_buffer_size() > 0, "the frame went out whole"
+        process._send(msgpack.packb({"t": "stop"}))
+        outcome = await asyncio.wait_for(invoked, 30)
+        assert outcome.error is None, outcome.error
+        assert int(outcome.payload or b"-1") == size
+        # the stop frame arrived whole, after the event: the process exits on its own, cleanly
+        wait_until(lambda: process_gone(process.pid), timeout=10, what="the process to stop")
 
 
 async def test_invoking_a_process_that_died_unnoticed_reports_its_exit(tmp_path: Path) -> None:
