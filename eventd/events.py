@@ -68,40 +68,22 @@ def sqs_record(queue: str, message: Message) -> dict[str, Any]:
 
 
 class SqsEvents:
-    """The SQS batch events of one queue, as bytes: what `batch_event([sqs_record(queue, m) ...])` gives,
-    byte for byte, built without the intermediate dicts for the common message (no message attributes,
-    not FIFO). A mapping builds one event per batch on the event loop, so this is on its hot path."""
+    """The SQS batch events of one queue. A mapping builds one per batch on the event loop, so this is on
+    its hot path: a batch of plain messages (no message attributes, not FIFO) goes to the handler process
+    as its records' fields (`fields`), which the process makes into the event itself; any other batch
+    goes as the JSON of `sqs_record`s (`event`)."""
 
     def __init__(self, queue: str) -> None:
         self.queue = queue
         self._arn = queue_arn(queue)
-        # one %-format per record: the fields eventd makes (receipt, counts, times, md5) need no escaping
-        self._format = (
-            b'{"messageId":%s,"receiptHandle":"%s","body":%s,"attributes":{"ApproximateReceiveCount":"%d",'
-            b'"SentTimestamp":"%d","SenderId":"eventd","ApproximateFirstReceiveTimestamp":"%d"},'
-            b'"messageAttributes":{},"md5OfBody":"%s","eventSource":"aws:sqs","eventSourceARN":'
-            + orjson.dumps(queue_arn(queue)).replace(b"%", b"%%") + b',"awsRegion":'
-            + orjson.dumps(REGION).replace(b"%", b"%%") + b"}"
-        )
-
-    def record(self, message: Message) -> bytes:
-        if message.attributes or message.group_id is not None:
-            return orjson.dumps(sqs_record(self.queue, message))
-        body = message.body
-        return self._format % (
-            orjson.dumps(message.id), message.receipt.encode(), orjson.dumps(body.decode(errors="replace")),
-            message.receive_count, int(message.sent_at * 1000),
-            int((message.first_received_at or message.sent_at) * 1000),
-            _new_md5(body).hexdigest().encode(),
-        )
 
     def event(self, messages: list[Message]) -> bytes:
-        return b'{"Records":[' + b",".join([self.record(m) for m in messages]) + b"]}"
+        return batch_event([sqs_record(self.queue, m) for m in messages])
 
     def fields(self, messages: list[Message]) -> SqsFields | bytes:
         """The event of `messages` for a handler process to build itself (runtimes/protocol.py): about a
-        fifth of `event`'s cost on the event loop. A batch with message attributes or FIFO fields goes as
-        JSON (`event`)."""
+        fifth of the JSON event's cost on the event loop. A batch with message attributes or FIFO fields
+        goes as JSON (`event`)."""
         rows = []
         for m in messages:
             if m.attributes or m.group_id is not None:

@@ -1,6 +1,6 @@
-"""Queue mappings build SQS events three ways: `sqs_record` (dicts, for filters and for messages with
-attributes or a group), `SqsEvents.event` (bytes straight away) and `SqsEvents.fields` (the records'
-fields, which the handler process makes into the event). All must give the handler the same event."""
+"""Queue mappings build SQS events two ways: `sqs_record` (dicts, for filters and for batches with
+attributes or a group; `SqsEvents.event` is their JSON) and `SqsEvents.fields` (the records' fields,
+which the handler process makes into the event). Both must give the handler the same event."""
 
 from __future__ import annotations
 

@@ -54,7 +54,8 @@ class SqsFields:
 
 def sqs_event(source_arn: str, region: str, rows: list[list[Any]]) -> dict[str, Any]:
     """The SQS batch event of an invoke frame's "sqs" fields: equal to json.loads of what
-    `eventd.events.SqsEvents.event` encodes for the same messages (tests/test_sqs_events.py checks)."""
+    `eventd.events.SqsEvents.event` (the `sqs_record`s) encodes for the same messages
+    (tests/test_sqs_events.py checks)."""
     return {"Records": [
         {
             "messageId": message_id,
