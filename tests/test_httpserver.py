@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
 from eventd.httpserver import HttpServer, Request, Response, RouteError, Router, json_response
+from tests.harness import until
 
 CAP = 1000
 
@@ -51,12 +52,6 @@ async def last_answer(server: HttpServer, data: bytes) -> tuple[int, dict[str, s
     assert await asyncio.wait_for(reader.read(), 10) == b""  # closed
     writer.close()
     return status, headers
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 10) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():  # noqa: ASYNC110 - polls server state that has no event to wait on
-            await asyncio.sleep(0.01)
 
 
 def post(path: str, body: bytes, extra: str = "") -> bytes:

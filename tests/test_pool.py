@@ -14,8 +14,8 @@ import msgpack
 
 from eventd.config.model import FunctionSpec
 from eventd.runtimes.pool import FunctionPool
-from eventd.runtimes.process import HandlerProcess, InvokeRequest
-from tests.harness import process_gone, wait_until
+from eventd.runtimes.process import HandlerProcess, InvokeRequest, ProcessState
+from tests.harness import process_gone, until, wait_until
 
 HANDLER = "import os\n\ndef handler(event, context):\n    return os.getpid()\n"
 
@@ -113,7 +113,8 @@ async def test_a_frame_sent_while_the_transport_still_holds_bytes_waits_behind_t
         size = 5 * 1024 * 1024
         invoked = asyncio.ensure_future(
             process.invoke(InvokeRequest("req", b'"' + b"y" * size + b'"', "arn", 10.0)))
-        await asyncio.sleep(0)  # the invocation runs up to its wait for the reply: its frame is sent
+        # busy is set just before the frame is sent, with no await between: once busy, it is sent
+        await until(lambda: process.state is ProcessState.BUSY)
         transport = process._channel.transport  # type: ignore[union-attr]
         assert transport is not None and transport.get_write_buffer_size() > 0, "the frame went out whole"
         process._send(msgpack.packb({"t": "stop"}))
